@@ -1,0 +1,78 @@
+// Package policy decides intents with CEL: operator policy files plus each
+// tool's own rules, compiled and type-checked once at load, evaluated under
+// a cost limit and a deadline. Combination: deny > require_approval >
+// allow > default deny. An evaluation error denies and names the rule.
+package policy
+
+import "time"
+
+// Effect is the result of a rule or a decision.
+type Effect string
+
+// The effects, strongest first.
+const (
+	Deny            Effect = "deny"
+	RequireApproval Effect = "require_approval"
+	Allow           Effect = "allow"
+)
+
+// Input is everything a decision may look at. It is built by the executor;
+// nothing in it comes from the request body except Args and Request.Justification.
+type Input struct {
+	Caller   Caller
+	Task     Task
+	Tool     Tool
+	Args     any // the validated JSON arguments, decoded
+	Request  Request
+	Approval *Approval // nil when there is none
+}
+
+// Caller is the authenticated peer.
+type Caller struct {
+	SpiffeID    string
+	TrustDomain string
+	Path        string
+}
+
+// Task is the task the intent belongs to; zero when the call has none.
+type Task struct {
+	ID          string
+	Purpose     string
+	Sensitivity string
+	Labels      map[string]string
+	StartedAt   time.Time
+	ExpiresAt   time.Time
+	CallCount   int64
+}
+
+// Tool is the tool the intent names.
+type Tool struct {
+	Name         string
+	Version      string
+	Digest       string
+	Risk         string
+	Labels       map[string]string
+	Capabilities map[string]any // the manifest's capabilities, as JSON
+}
+
+// Request is the intent itself.
+type Request struct {
+	ID            string
+	Time          time.Time
+	Justification string
+}
+
+// Approval is the state of a matching approval (approvals issue).
+type Approval struct {
+	State    string
+	Approver string
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Effect Effect
+	// Rules are the qualified names ("policy/rule", or "tool:name/rule")
+	// of the rules that decided; empty for the default deny.
+	Rules   []string
+	Message string
+}

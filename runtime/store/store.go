@@ -1,0 +1,79 @@
+// Package store is airlock's durable state behind one interface: tasks,
+// intent outcomes and the audit chain. The embedded SQLite implementation
+// is in store/sqlite; PostgreSQL arrives with the approvals issue.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/airlock-dev/airlock/runtime/audit"
+)
+
+// ErrNotFound is returned when a task or intent does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Task is a unit of agent work that calls belong to.
+type Task struct {
+	ID          string
+	Caller      string // SPIFFE ID of the caller that began it
+	Purpose     string
+	Sensitivity string
+	Labels      map[string]string
+	StartedAt   time.Time
+	ExpiresAt   time.Time
+	EndedAt     time.Time // zero while the task is open
+	CallCount   int64
+}
+
+// Intent is the stored outcome of one submitted intent.
+type Intent struct {
+	ID      string
+	TaskID  string
+	Caller  string
+	Tool    string
+	Status  string
+	Created time.Time
+	// Outcome is the outcome message, serialized by the caller (protojson).
+	Outcome []byte
+}
+
+// Batch is one atomic unit of state change with its audit events: either
+// all of it commits, or none of it does.
+type Batch struct {
+	// Events are sealed into the hash chain in order: Append sets Seq,
+	// PrevHash and Hash on each.
+	Events []*audit.Event
+	// Intents are inserted or replaced by ID.
+	Intents []*Intent
+	// Tasks are inserted or replaced by ID.
+	Tasks []*Task
+	// CallCounts adds to the call count of the named tasks.
+	CallCounts map[string]int64
+}
+
+// Record is an audit event as stored: the exact hashed body and hash.
+type Record struct {
+	Seq  int64
+	Hash string
+	// Body is the canonical JSON the hash was computed over.
+	Body []byte
+}
+
+// Store is airlock's durable state. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Commit applies the batches in one transaction, in order.
+	Commit(ctx context.Context, batches []*Batch) error
+	// Task returns a task by id, or ErrNotFound.
+	Task(ctx context.Context, id string) (*Task, error)
+	// Intent returns an intent by id, or ErrNotFound.
+	Intent(ctx context.Context, id string) (*Intent, error)
+	// AuditRecords returns up to limit records with Seq > after, in order.
+	AuditRecords(ctx context.Context, after int64, limit int) ([]Record, error)
+	// AuditTail returns the last n records, in order.
+	AuditTail(ctx context.Context, n int) ([]Record, error)
+	// Close flushes and closes the store.
+	Close() error
+}

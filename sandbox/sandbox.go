@@ -1,0 +1,110 @@
+// Package sandbox is the one small interface behind which tools run:
+// a WebAssembly module in wazero (package sandbox/wasm) or, later, an
+// isolated native plugin process (package sandbox/plugin).
+//
+// A Backend prepares a tool once, at load: it checks the pinned digest,
+// compiles, and rejects anything the manifest does not grant. A prepared
+// Tool then runs any number of calls, each in a fresh, isolated instance.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/airlock-dev/airlock/runtime/manifest"
+)
+
+// Backend prepares tools of one runtime kind.
+type Backend interface {
+	// Prepare verifies and compiles the tool described by m. It fails with a
+	// clear error naming the module when the digest does not match, the
+	// module does not parse, or it imports something not granted.
+	Prepare(ctx context.Context, m *manifest.Manifest) (Tool, error)
+	// Close releases every prepared tool and cache.
+	Close(ctx context.Context) error
+}
+
+// Tool is a prepared tool. Run is safe for concurrent use.
+type Tool interface {
+	// Run executes one call in a fresh instance. A non-nil error is always a
+	// *Error. Run honours ctx: cancellation or deadline ends the instance.
+	Run(ctx context.Context, call *Call) (*Result, error)
+	// Close releases the tool.
+	Close(ctx context.Context) error
+}
+
+// Call is the input of one run.
+type Call struct {
+	// Input is the validated JSON arguments, passed on stdin.
+	Input []byte
+	// TaskID is the task the call belongs to ("" when none).
+	TaskID string
+	// Workspace is the host directory of the task's workspace. It is mounted
+	// at /workspace only when the manifest grants the workspace; "" means the
+	// call has none.
+	Workspace string
+	// Env is extra environment for the guest (manifest env and env-injected
+	// credentials), already decided by the executor.
+	Env map[string]string
+}
+
+// Result is a completed run: the tool exited 0 and Output is its stdout.
+type Result struct {
+	Output   []byte
+	Stderr   []byte
+	Duration time.Duration
+}
+
+// ErrorKind classifies why a run did not produce a result.
+type ErrorKind string
+
+// The kinds of run failures.
+const (
+	// KindTimeout: the call's deadline passed (the tool's limit or the caller's).
+	KindTimeout ErrorKind = "timeout"
+	// KindCanceled: the caller canceled the call.
+	KindCanceled ErrorKind = "canceled"
+	// KindBusy: the concurrency bound stayed full until the deadline.
+	KindBusy ErrorKind = "busy"
+	// KindMemory: the guest tried to grow memory past its limit.
+	KindMemory ErrorKind = "memory_limit"
+	// KindOutputLimit: stdout or stderr went past the output limit.
+	KindOutputLimit ErrorKind = "output_limit"
+	// KindExit: the tool exited with a non-zero status (a tool error).
+	KindExit ErrorKind = "tool_error"
+	// KindTrap: the guest trapped (stack overflow, unreachable, bad access).
+	KindTrap ErrorKind = "trap"
+	// KindModule: the module changed on disk, or could not be instantiated.
+	KindModule ErrorKind = "module"
+	// KindInternal: an executor-side error.
+	KindInternal ErrorKind = "internal"
+)
+
+// Error is a failed run.
+type Error struct {
+	Kind     ErrorKind
+	Message  string // lowercase, says what happened and what to do
+	ExitCode int    // the guest's exit code for KindExit
+	Stderr   []byte // capped stderr of the guest, if any
+	Err      error  // the underlying error, if any
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Kind, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Kind, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns the kind of a run error, KindInternal for foreign errors.
+func KindOf(err error) ErrorKind {
+	var se *Error
+	if errors.As(err, &se) {
+		return se.Kind
+	}
+	return KindInternal
+}
