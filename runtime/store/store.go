@@ -47,19 +47,17 @@ type Batch struct {
 	Events []*audit.Event
 	// Intents are inserted or replaced by ID.
 	Intents []*Intent
-	// Tasks are inserted or replaced by ID.
+	// Tasks are inserted or replaced by ID. Replacing keeps the stored call
+	// count: only CallCounts changes it, so concurrent intents never lose one.
 	Tasks []*Task
 	// CallCounts adds to the call count of the named tasks.
 	CallCounts map[string]int64
 }
 
-// Record is an audit event as stored: the exact hashed body and hash.
-type Record struct {
-	Seq  int64
-	Hash string
-	// Body is the canonical JSON the hash was computed over.
-	Body []byte
-}
+// Record is an audit event as stored: the exact hashed body and hash. It is
+// an alias of audit.Record so that records read from a Store feed
+// audit.Verify directly (audit cannot import store: store imports audit).
+type Record = audit.Record
 
 // Store is airlock's durable state. Implementations are safe for
 // concurrent use.

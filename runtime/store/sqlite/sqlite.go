@@ -1,0 +1,490 @@
+// Package sqlite is the embedded SQLite implementation of store.Store
+// (modernc.org/sqlite, pure Go). It keeps tasks, intent outcomes and the
+// hash-chained audit log in one file.
+//
+// Writes go through a single connection (SQLite has one writer anyway) in
+// WAL mode with synchronous=FULL by default, so a returned Commit is on
+// disk; reads use a separate pool of query-only connections that WAL lets
+// run concurrently with the writer. Pair it with store.Committer to share
+// each fsync among many concurrent intents.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/airlock-dev/airlock/internal/ids"
+	"github.com/airlock-dev/airlock/runtime/audit"
+	"github.com/airlock-dev/airlock/runtime/store"
+)
+
+// timeFormat is fixed-width RFC 3339 in UTC, so stored times sort as text.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MaxPage bounds the number of records one AuditRecords or AuditTail call
+// returns; larger requests are clamped to it.
+const MaxPage = 10000
+
+// Options configures Open. The zero value is valid.
+type Options struct {
+	// Synchronous is the SQLite synchronous mode of the writer: "full"
+	// (default: a commit survives power loss) or "normal" (in WAL mode a
+	// commit survives a crash of the process but may be lost on power loss;
+	// faster).
+	Synchronous string
+	// BusyTimeout is how long a connection waits for a lock held by another
+	// process before failing. Default 5s.
+	BusyTimeout time.Duration
+	// ReadConns is the size of the read pool. Default 4.
+	ReadConns int
+	// Logger receives open and migration messages. The zero value logs
+	// nothing, like zerolog.Nop().
+	Logger zerolog.Logger
+}
+
+// Store is a store.Store in one SQLite file. It is safe for concurrent use.
+type Store struct {
+	path string
+	log  zerolog.Logger
+	w    *sql.DB // exactly one connection: the writer
+	r    *sql.DB // query-only pool
+
+	insertEvent *sql.Stmt
+	upsertIntnt *sql.Stmt
+	upsertTask  *sql.Stmt
+	addCount    *sql.Stmt
+
+	mu     sync.Mutex // serializes Commit and Close; guards head and closed
+	closed bool
+	head   struct {
+		valid bool
+		seq   int64
+		hash  string
+	}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store at path, applies pending schema
+// migrations and refuses a database whose schema is newer than this binary
+// knows. The directory is created 0700 and the file 0600.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("cannot open audit store: path is empty: set the --data directory")
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("cannot open audit store at %s: the path must not contain '?' or '#': choose another --data directory", path)
+	}
+	syncMode := "FULL"
+	switch strings.ToLower(opts.Synchronous) {
+	case "", "full":
+	case "normal":
+		syncMode = "NORMAL"
+	default:
+		return nil, fmt.Errorf("cannot open audit store at %s: synchronous mode %q is not \"full\" or \"normal\"", path, opts.Synchronous)
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 5 * time.Second
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open audit store at %s: %w: check the --data directory", path, err)
+	}
+	path = abs
+	if err := prepareFile(path, opts.Logger); err != nil {
+		return nil, err
+	}
+
+	busy := fmt.Sprintf("_busy_timeout=%d", opts.BusyTimeout.Milliseconds())
+	w, err := sql.Open("sqlite", path+"?_txlock=immediate&"+busy+"&_journal_mode=WAL&_synchronous="+syncMode+"&_foreign_keys=1")
+	if err != nil {
+		return nil, fmt.Errorf("cannot open audit store at %s: %w: check the --data directory", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{path: path, log: opts.Logger, w: w}
+	fail := func(err error) (*Store, error) {
+		s.closeAll()
+		return nil, err
+	}
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fail(fmt.Errorf("cannot open audit store at %s: %w: check the --data directory and that the file is an airlock SQLite database", path, err))
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fail(fmt.Errorf("cannot open audit store at %s: journal mode is %q, not WAL: put the --data directory on a local filesystem", path, mode))
+	}
+	version, err := migrate(ctx, w, path)
+	if err != nil {
+		return fail(err)
+	}
+
+	s.r, err = sql.Open("sqlite", path+"?"+busy+"&_query_only=1&_foreign_keys=1")
+	if err != nil {
+		return fail(fmt.Errorf("cannot open audit store at %s: read pool: %w", path, err))
+	}
+	s.r.SetMaxOpenConns(opts.ReadConns)
+	s.r.SetMaxIdleConns(opts.ReadConns)
+	if err := s.r.PingContext(ctx); err != nil {
+		return fail(fmt.Errorf("cannot open audit store at %s: read pool: %w", path, err))
+	}
+
+	for _, p := range []struct {
+		dst  **sql.Stmt
+		text string
+	}{
+		{&s.insertEvent, `INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, body, prev_hash, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&s.upsertIntnt, `INSERT INTO intents (id, task_id, caller, tool, status, created, outcome)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, caller = excluded.caller, tool = excluded.tool,
+				status = excluded.status, created = excluded.created, outcome = excluded.outcome`},
+		{&s.upsertTask, `INSERT INTO tasks (id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, purpose = excluded.purpose,
+				sensitivity = excluded.sensitivity, labels = excluded.labels, started_at = excluded.started_at,
+				expires_at = excluded.expires_at, ended_at = excluded.ended_at`},
+		{&s.addCount, `UPDATE tasks SET call_count = call_count + ? WHERE id = ?`},
+	} {
+		st, err := w.PrepareContext(ctx, p.text)
+		if err != nil {
+			return fail(fmt.Errorf("cannot open audit store at %s: prepare statement: %w", path, err))
+		}
+		*p.dst = st
+	}
+	s.log.Info().Str("path", path).Int("schema_version", version).Str("synchronous", strings.ToLower(syncMode)).Msg("audit store open")
+	return s, nil
+}
+
+// prepareFile creates the directory (0700) and the database file (0600) so
+// that SQLite's WAL and shared-memory files inherit the file's mode.
+func prepareFile(path string, log zerolog.Logger) error {
+	wrap := func(err error) error {
+		return fmt.Errorf("cannot open audit store at %s: %w: check the --data directory", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return wrap(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return wrap(err)
+	}
+	fi, err := f.Stat()
+	_ = f.Close()
+	if err != nil {
+		return wrap(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return wrap(errors.New("not a regular file"))
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return wrap(fmt.Errorf("restrict permissions to 0600: %w", err))
+		}
+		log.Warn().Str("path", path).Str("was", fi.Mode().Perm().String()).Msg("audit store file was readable by others: permissions set to 0600")
+	}
+	return nil
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// Head returns the seq and hash of the newest audit event (0 and
+// audit.GenesisHash when there is none), read from disk.
+func (s *Store) Head(ctx context.Context) (audit.Head, error) {
+	h := audit.Head{Hash: audit.GenesisHash}
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, nil
+	}
+	if err != nil {
+		return audit.Head{}, fmt.Errorf("read audit head from %s: %w", s.path, err)
+	}
+	return h, nil
+}
+
+// Commit applies the batches in one transaction, in order: for each batch,
+// its events are sealed into the chain and inserted, then its intents and
+// tasks are upserted, then its call counts are added. On success every
+// event has Seq, PrevHash and Hash set. Events without an ID get one
+// (ids.New("evt")) and events without a Time get the commit time. On
+// failure nothing is written and the events' Seq, PrevHash and Hash are
+// cleared.
+func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("commit to audit store %s: the store is closed", s.path)
+	}
+
+	var sealed []*audit.Event
+	defer func() {
+		if err != nil {
+			s.head.valid = false
+			for _, ev := range sealed {
+				ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
+			}
+		}
+	}()
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin audit transaction on %s: %w", s.path, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+
+	if !s.head.valid {
+		s.head.seq, s.head.hash = 0, audit.GenesisHash
+		err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&s.head.seq, &s.head.hash)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read audit chain head from %s: %w", s.path, err)
+		}
+		err = nil
+		s.head.valid = true
+	}
+	seq, prev := s.head.seq, s.head.hash
+
+	insertEvent := tx.StmtContext(ctx, s.insertEvent)
+	upsertIntent := tx.StmtContext(ctx, s.upsertIntnt)
+	upsertTask := tx.StmtContext(ctx, s.upsertTask)
+	addCount := tx.StmtContext(ctx, s.addCount)
+	now := time.Now().UTC()
+
+	for bi, b := range batches {
+		if b == nil {
+			return fmt.Errorf("commit: batch %d is nil", bi)
+		}
+		for ei, ev := range b.Events {
+			if ev == nil {
+				return fmt.Errorf("commit: batch %d event %d is nil", bi, ei)
+			}
+			if ev.ID == "" {
+				ev.ID = ids.New("evt")
+			}
+			if ev.Time.IsZero() {
+				ev.Time = now
+			}
+			ev.Seq = seq + 1
+			sealed = append(sealed, ev)
+			body, err := audit.Seal(ev, prev)
+			if err != nil {
+				return fmt.Errorf("commit: batch %d: %w", bi, err)
+			}
+			tool := ""
+			if ev.Tool != nil {
+				tool = ev.Tool.Name
+			}
+			if _, err := insertEvent.ExecContext(ctx, ev.Seq, ev.ID, ev.Time.Format(timeFormat), ev.Type,
+				ev.TaskID, ev.IntentID, ev.Caller, tool, body, ev.PrevHash, ev.Hash); err != nil {
+				return fmt.Errorf("commit: insert audit event %d (%s): %w", ev.Seq, ev.ID, err)
+			}
+			seq, prev = ev.Seq, ev.Hash
+		}
+		for ii, in := range b.Intents {
+			if in == nil || in.ID == "" {
+				return fmt.Errorf("commit: batch %d intent %d has no id", bi, ii)
+			}
+			if _, err := upsertIntent.ExecContext(ctx, in.ID, in.TaskID, in.Caller, in.Tool, in.Status,
+				fmtTime(in.Created), in.Outcome); err != nil {
+				return fmt.Errorf("commit: store intent %s: %w", in.ID, err)
+			}
+		}
+		for ti, t := range b.Tasks {
+			if t == nil || t.ID == "" {
+				return fmt.Errorf("commit: batch %d task %d has no id", bi, ti)
+			}
+			labels := []byte("{}")
+			if len(t.Labels) > 0 {
+				if labels, err = json.Marshal(t.Labels); err != nil {
+					return fmt.Errorf("commit: task %s labels: %w", t.ID, err)
+				}
+			}
+			if _, err := upsertTask.ExecContext(ctx, t.ID, t.Caller, t.Purpose, t.Sensitivity, string(labels),
+				fmtTime(t.StartedAt), fmtTime(t.ExpiresAt), fmtTime(t.EndedAt), t.CallCount); err != nil {
+				return fmt.Errorf("commit: store task %s: %w", t.ID, err)
+			}
+		}
+		for id, n := range b.CallCounts {
+			res, err := addCount.ExecContext(ctx, n, id)
+			if err != nil {
+				return fmt.Errorf("commit: add call count to task %s: %w", id, err)
+			}
+			if k, err := res.RowsAffected(); err != nil || k != 1 {
+				return fmt.Errorf("commit: add call count to task %s: no such task: store the task before counting its calls", id)
+			}
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("commit audit transaction on %s: %w", s.path, err)
+	}
+	s.head.seq, s.head.hash = seq, prev
+	return nil
+}
+
+// Task returns a task by id, or an error wrapping store.ErrNotFound.
+func (s *Store) Task(ctx context.Context, id string) (*store.Task, error) {
+	var (
+		t                       store.Task
+		labels                  string
+		started, expires, ended sql.NullString
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count
+		FROM tasks WHERE id = ?`, id).Scan(&t.ID, &t.Caller, &t.Purpose, &t.Sensitivity, &labels, &started, &expires, &ended, &t.CallCount)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("task %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read task %q: %w", id, err)
+	}
+	if labels != "" && labels != "{}" {
+		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
+			return nil, fmt.Errorf("read task %q: labels are not a JSON object of strings: %w", id, err)
+		}
+	}
+	for _, f := range []struct {
+		dst *time.Time
+		src sql.NullString
+	}{{&t.StartedAt, started}, {&t.ExpiresAt, expires}, {&t.EndedAt, ended}} {
+		if *f.dst, err = parseTime(f.src); err != nil {
+			return nil, fmt.Errorf("read task %q: %w", id, err)
+		}
+	}
+	return &t, nil
+}
+
+// Intent returns an intent by id, or an error wrapping store.ErrNotFound.
+func (s *Store) Intent(ctx context.Context, id string) (*store.Intent, error) {
+	var (
+		in      store.Intent
+		created sql.NullString
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT id, task_id, caller, tool, status, created, outcome FROM intents WHERE id = ?`, id).
+		Scan(&in.ID, &in.TaskID, &in.Caller, &in.Tool, &in.Status, &created, &in.Outcome)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("intent %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read intent %q: %w", id, err)
+	}
+	if in.Created, err = parseTime(created); err != nil {
+		return nil, fmt.Errorf("read intent %q: %w", id, err)
+	}
+	return &in, nil
+}
+
+// AuditRecords returns up to limit records with Seq > after, in seq order.
+// limit must be positive; it is clamped to MaxPage.
+func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]store.Record, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, body FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read audit records after %d: %w", after, err)
+	}
+	return scanRecords(rows, limit, false)
+}
+
+// AuditTail returns the last n records, in seq order. n must be positive;
+// it is clamped to MaxPage.
+func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("read audit tail: n is %d: it must be positive", n)
+	}
+	n = min(n, MaxPage)
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, body FROM audit_events ORDER BY seq DESC LIMIT ?`, n)
+	if err != nil {
+		return nil, fmt.Errorf("read audit tail: %w", err)
+	}
+	return scanRecords(rows, n, true)
+}
+
+func scanRecords(rows *sql.Rows, capHint int, reverse bool) ([]store.Record, error) {
+	defer rows.Close()
+	out := make([]store.Record, 0, min(capHint, 256))
+	for rows.Next() {
+		var r store.Record
+		if err := rows.Scan(&r.Seq, &r.Hash, &r.Body); err != nil {
+			return nil, fmt.Errorf("read audit record: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read audit records: %w", err)
+	}
+	if reverse {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}
+
+// Close closes the store. Commits in progress finish first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.closeAll()
+}
+
+func (s *Store) closeAll() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insertEvent, s.upsertIntnt, s.upsertTask, s.addCount} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close audit store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func fmtTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(timeFormat)
+}
+
+func parseTime(s sql.NullString) (time.Time, error) {
+	if !s.Valid || s.String == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s.String)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stored time %q is not RFC 3339: %w", s.String, err)
+	}
+	return t, nil
+}
