@@ -16,7 +16,9 @@ const (
 	Allow           Effect = "allow"
 )
 
-// Input is everything a decision may look at. It is built by the executor;
+// Input is everything a decision may look at. The `cel` struct tags on
+// Caller, Task, Tool, Request and Approval are the field names policy
+// expressions use (caller.spiffe_id, task.call_count, ...). It is built by the executor;
 // nothing in it comes from the request body except Args and Request.Justification.
 type Input struct {
 	Caller   Caller
@@ -29,43 +31,43 @@ type Input struct {
 
 // Caller is the authenticated peer.
 type Caller struct {
-	SpiffeID    string
-	TrustDomain string
-	Path        string
+	SpiffeID    string `cel:"spiffe_id"`
+	TrustDomain string `cel:"trust_domain"`
+	Path        string `cel:"path"`
 }
 
 // Task is the task the intent belongs to; zero when the call has none.
 type Task struct {
-	ID          string
-	Purpose     string
-	Sensitivity string
-	Labels      map[string]string
-	StartedAt   time.Time
-	ExpiresAt   time.Time
-	CallCount   int64
+	ID          string            `cel:"id"`
+	Purpose     string            `cel:"purpose"`
+	Sensitivity string            `cel:"sensitivity"`
+	Labels      map[string]string `cel:"labels"`
+	StartedAt   time.Time         `cel:"started_at"`
+	ExpiresAt   time.Time         `cel:"expires_at"`
+	CallCount   int64             `cel:"call_count"`
 }
 
 // Tool is the tool the intent names.
 type Tool struct {
-	Name         string
-	Version      string
-	Digest       string
-	Risk         string
-	Labels       map[string]string
-	Capabilities map[string]any // the manifest's capabilities, as JSON
+	Name         string            `cel:"name"`
+	Version      string            `cel:"version"`
+	Digest       string            `cel:"digest"`
+	Risk         string            `cel:"risk"`
+	Labels       map[string]string `cel:"labels"`
+	Capabilities map[string]any    `cel:"capabilities"` // the manifest's capabilities, as JSON
 }
 
 // Request is the intent itself.
 type Request struct {
-	ID            string
-	Time          time.Time
-	Justification string
+	ID            string    `cel:"id"`
+	Time          time.Time `cel:"time"`
+	Justification string    `cel:"justification"`
 }
 
 // Approval is the state of a matching approval (approvals issue).
 type Approval struct {
-	State    string
-	Approver string
+	State    string `cel:"state"`
+	Approver string `cel:"approver"`
 }
 
 // Decision is the outcome of Decide.

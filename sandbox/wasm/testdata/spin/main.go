@@ -1,0 +1,10 @@
+// Command spin loops forever without calling anything.
+package main
+
+var n int
+
+func main() {
+	for {
+		n++
+	}
+}
