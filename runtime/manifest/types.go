@@ -9,6 +9,8 @@ package manifest
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // APIVersion and Kind identify a tool manifest document.
@@ -38,6 +40,10 @@ type Manifest struct {
 	// File is the path the manifest was read from; Line positions inside it
 	// are kept on the parts that need them (rules).
 	File string `yaml:"-" json:"-"`
+
+	// Set by the loader: the compiled input and output schemas.
+	inputSchema  *jsonschema.Schema
+	outputSchema *jsonschema.Schema
 }
 
 // Metadata names and describes the tool.
