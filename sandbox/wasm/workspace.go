@@ -3,6 +3,7 @@ package wasm
 import (
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -45,37 +46,46 @@ func newWorkspaceFS(dir string, readOnly bool) experimentalsys.FS {
 // check refuses a guest path that is not a plain relative path, or that
 // traverses a symlink. When final is true the last component must not be a
 // symlink either (operations that follow it).
-func (w *workspaceFS) check(p string, final bool) experimentalsys.Errno {
-	p = strings.TrimSuffix(p, "/")
-	switch p {
-	case "", ".", "/":
-		return 0
+func (w *workspaceFS) check(p string, final bool) (string, experimentalsys.Errno) {
+	// wazero hands some operations the path joined to the preopen or to an
+	// open directory ("/name", "./name"): it is relative to the root all the
+	// same, as DirFS joins it under the root. Cleaning it as an absolute
+	// path cannot climb above the root.
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return "", experimentalsys.EPERM
+		}
+	}
+	p = strings.TrimPrefix(path.Clean("/"+p), "/")
+	if p == "" {
+		return ".", 0
 	}
 	if !fs.ValidPath(p) {
-		return experimentalsys.EPERM
+		return "", experimentalsys.EPERM
 	}
 	parts := strings.Split(p, "/")
 	cur := w.root
 	for i, part := range parts {
 		if i == len(parts)-1 && !final {
-			return 0
+			return p, 0
 		}
 		cur = cur + string(os.PathSeparator) + part
 		fi, err := os.Lstat(cur)
 		if err != nil {
 			// A missing component: let the operation report ENOENT itself.
-			return 0
+			return p, 0
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			return experimentalsys.ELOOP
+			return "", experimentalsys.ELOOP
 		}
 	}
-	return 0
+	return p, 0
 }
 
 // OpenFile implements experimentalsys.FS.
 func (w *workspaceFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
-	if e := w.check(p, true); e != 0 {
+	p, e := w.check(p, true)
+	if e != 0 {
 		return nil, e
 	}
 	return w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
@@ -83,7 +93,8 @@ func (w *workspaceFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.Fil
 
 // Lstat implements experimentalsys.FS.
 func (w *workspaceFS) Lstat(p string) (wsys.Stat_t, experimentalsys.Errno) {
-	if e := w.check(p, false); e != 0 {
+	p, e := w.check(p, false)
+	if e != 0 {
 		return wsys.Stat_t{}, e
 	}
 	return w.FS.Lstat(p)
@@ -91,7 +102,8 @@ func (w *workspaceFS) Lstat(p string) (wsys.Stat_t, experimentalsys.Errno) {
 
 // Stat implements experimentalsys.FS.
 func (w *workspaceFS) Stat(p string) (wsys.Stat_t, experimentalsys.Errno) {
-	if e := w.check(p, true); e != 0 {
+	p, e := w.check(p, true)
+	if e != 0 {
 		return wsys.Stat_t{}, e
 	}
 	return w.FS.Stat(p)
@@ -99,7 +111,8 @@ func (w *workspaceFS) Stat(p string) (wsys.Stat_t, experimentalsys.Errno) {
 
 // Mkdir implements experimentalsys.FS.
 func (w *workspaceFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
-	if e := w.check(p, false); e != 0 {
+	p, e := w.check(p, false)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Mkdir(p, perm)
@@ -107,7 +120,8 @@ func (w *workspaceFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
 
 // Chmod implements experimentalsys.FS.
 func (w *workspaceFS) Chmod(p string, perm fs.FileMode) experimentalsys.Errno {
-	if e := w.check(p, true); e != 0 {
+	p, e := w.check(p, true)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Chmod(p, perm)
@@ -115,10 +129,12 @@ func (w *workspaceFS) Chmod(p string, perm fs.FileMode) experimentalsys.Errno {
 
 // Rename implements experimentalsys.FS.
 func (w *workspaceFS) Rename(from, to string) experimentalsys.Errno {
-	if e := w.check(from, false); e != 0 {
+	from, e := w.check(from, false)
+	if e != 0 {
 		return e
 	}
-	if e := w.check(to, false); e != 0 {
+	to, e = w.check(to, false)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Rename(from, to)
@@ -126,7 +142,8 @@ func (w *workspaceFS) Rename(from, to string) experimentalsys.Errno {
 
 // Rmdir implements experimentalsys.FS.
 func (w *workspaceFS) Rmdir(p string) experimentalsys.Errno {
-	if e := w.check(p, false); e != 0 {
+	p, e := w.check(p, false)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Rmdir(p)
@@ -134,7 +151,8 @@ func (w *workspaceFS) Rmdir(p string) experimentalsys.Errno {
 
 // Unlink implements experimentalsys.FS.
 func (w *workspaceFS) Unlink(p string) experimentalsys.Errno {
-	if e := w.check(p, false); e != 0 {
+	p, e := w.check(p, false)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Unlink(p)
@@ -153,7 +171,8 @@ func (w *workspaceFS) Symlink(string, string) experimentalsys.Errno {
 
 // Readlink implements experimentalsys.FS.
 func (w *workspaceFS) Readlink(p string) (string, experimentalsys.Errno) {
-	if e := w.check(p, false); e != 0 {
+	p, e := w.check(p, false)
+	if e != 0 {
 		return "", e
 	}
 	return w.FS.Readlink(p)
@@ -161,7 +180,8 @@ func (w *workspaceFS) Readlink(p string) (string, experimentalsys.Errno) {
 
 // Utimens implements experimentalsys.FS.
 func (w *workspaceFS) Utimens(p string, atim, mtim int64) experimentalsys.Errno {
-	if e := w.check(p, true); e != 0 {
+	p, e := w.check(p, true)
+	if e != 0 {
 		return e
 	}
 	return w.FS.Utimens(p, atim, mtim)
