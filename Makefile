@@ -1,14 +1,59 @@
-# airlock — run `make help` for the targets.
+# airlock — `make help` lists the targets.
 SHELL := /bin/bash
 GO ?= go
-export GOFLAGS ?= -trimpath -buildvcs=false
+# Reproducible builds: the WASM tools' digests are pinned in their manifests.
+export GOFLAGS := -trimpath -buildvcs=false
 BIN := bin/airlock
+DATA ?= .airlock
+BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-12s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: tools ## build bin/airlock and the WASM tools
+	$(GO) build -o $(BIN) ./cmd/airlock
+
+.PHONY: tools
+tools: ## compile the bundled Go tools to WebAssembly (build/wasm)
+	@./tools/build.sh
+
+.PHONY: tools-c
+tools-c: ## rebuild the C example tool (installs clang and wasi-libc with apt-get when missing)
+	@./tools/textwc/build.sh
+
+.PHONY: pin
+pin: tools ## update the manifests' sha256 pins to the built modules
+	@./tools/pin.sh
+
+.PHONY: run
+run: build ## build everything and serve the bundled tools on .airlock/airlock.sock (Ctrl-C stops)
+	$(BIN) serve --manifests manifests/tools --policies manifests/policies --data $(DATA)
+
+.PHONY: test
+test: tools ## run the whole test suite (real gRPC, real wazero, real SQLite)
+	$(GO) test -count=1 -timeout 14m ./...
+
+.PHONY: lint
+lint: tools ## static gates: vet, gofmt, go mod tidy, generated code, manifest pins, policy tests
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@cp go.mod /tmp/airlock.go.mod.bak; cp go.sum /tmp/airlock.go.sum.bak; \
+	  $(GO) mod tidy; \
+	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum: commit the result"; git diff -- go.mod go.sum | head -40; \
+	    cp /tmp/airlock.go.mod.bak go.mod; cp /tmp/airlock.go.sum.bak go.sum; exit 1; fi
+	@$(MAKE) --no-print-directory proto
+	@git diff --exit-code --stat -- planner-api/airlockv1 || { echo "generated code is stale: run make proto and commit"; exit 1; }
+	@./tools/pin.sh --check
+	$(GO) run ./cmd/airlock manifest lint manifests/tools
+	$(GO) run ./cmd/airlock policy test manifests/policies --manifests manifests/tools
+
+.PHONY: check
+check: lint test ## the gate: every static check, then the whole test suite
 
 PROTO := planner-api/proto/airlock/v1/airlock.proto
 
@@ -21,3 +66,19 @@ proto: ## regenerate the planner API Go code (needs protoc: apt-get install prot
 	  --go_out=. --go_opt=module=github.com/airlock-dev/airlock \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/airlock-dev/airlock \
 	  $(PROTO)
+
+BENCH_COUNT ?= 6
+.PHONY: bench
+bench: tools ## run the benchmarks and compare them with benchstat (see docs/benchmarks.md)
+	@mkdir -p bench/out
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 30m \
+	  ./internal/bench/ ./runtime/policy/ | tee bench/out/bench.txt
+	$(GO) run $(BENCHSTAT) bench/out/bench.txt | tee bench/out/benchstat.txt
+
+.PHONY: fuzz
+fuzz: ## run the fuzzers for a while (FUZZTIME=2m per target)
+	$(GO) test -run '^$$' -fuzz FuzzValidateArgs -fuzztime $${FUZZTIME:-2m} ./runtime/manifest/
+
+.PHONY: clean
+clean: ## remove build output (keeps .airlock data)
+	rm -rf bin build bench/out

@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/airlock-dev/airlock/internal/testenv"
+	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+)
+
+// The two tools measured: a tiny one written in C and a Go-built one.
+var cases = []struct {
+	name, tool, module, args string
+}{
+	{"textwc", "text.wc", "tools/textwc/textwc.wasm", `{"text":"the quick brown fox\njumps over the lazy dog"}`},
+	{"jsonquery", "json.query", "build/wasm/jsonquery.wasm", `{"filter":".a","input":{"a":1}}`},
+}
+
+// BenchmarkCall compares, for each tool, the whole pipeline over the unix
+// socket (path=pipeline: gRPC, identity, schema, policy, audit commit of
+// two events, fresh instance, output check) with the bare baseline
+// (path=bare: plain wazero instantiating and running the same module in
+// one process). `benchstat -col /path` prints the ratio.
+func BenchmarkCall(b *testing.B) {
+	root := testenv.Root(b)
+	x := testenv.Start(b, testenv.Options{
+		Manifests: testenv.BundledManifests(b),
+		Policies:  filepath.Join(root, "manifests", "policies"),
+		Quiet:     true,
+	})
+	ctx := context.Background()
+	for _, c := range cases {
+		b.Run("tool="+c.name+"/path=bare", func(b *testing.B) {
+			benchBare(b, filepath.Join(root, c.module), c.tool, c.args)
+		})
+		b.Run("tool="+c.name+"/path=pipeline", func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				out, err := x.Client.Submit(ctx, c.tool, c.args)
+				lat = append(lat, time.Since(t0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if out.GetStatus() != airlockv1.Status_STATUS_OK {
+					b.Fatalf("%s: %v %v", c.tool, out.GetStatus(), out.GetError())
+				}
+			}
+			b.StopTimer()
+			reportPercentiles(b, lat)
+		})
+	}
+}
+
+// benchBare is the baseline: no airlock code at all.
+func benchBare(b *testing.B, module, argv0, args string) {
+	ctx := context.Background()
+	bin, err := os.ReadFile(module)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, err := wazero.NewCompilationCacheWithDir(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCompilationCache(cache).WithCloseOnContextDone(true))
+	defer r.Close(ctx)
+	wasi_snapshot_preview1.MustInstantiate(ctx, r)
+	compiled, err := r.CompileModule(ctx, bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := []byte(args)
+	var out bytes.Buffer
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		out.Reset()
+		mod, err := r.InstantiateModule(ctx, compiled, wazero.NewModuleConfig().
+			WithName("").WithArgs(argv0).WithStdin(bytes.NewReader(in)).WithStdout(&out))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = mod.Close(ctx)
+		lat = append(lat, time.Since(t0))
+		if out.Len() == 0 {
+			b.Fatal("no output")
+		}
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkThroughput submits allowed intents of the tiny tool from 1 and
+// from 64 concurrent callers; every intent's two audit events are
+// committed (synchronous=full) before its reply. It reports intents/s.
+func BenchmarkThroughput(b *testing.B) {
+	root := testenv.Root(b)
+	x := testenv.Start(b, testenv.Options{
+		Manifests: testenv.BundledManifests(b),
+		Policies:  filepath.Join(root, "manifests", "policies"),
+		Quiet:     true,
+	})
+	c := cases[0]
+	for _, conc := range []int{1, 64} {
+		b.Run("conc="+strconv.Itoa(conc), func(b *testing.B) {
+			ctx := context.Background()
+			var next atomic.Int64
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for w := 0; w < conc; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						out, err := x.Client.Submit(ctx, c.tool, c.args)
+						if err != nil || out.GetStatus() != airlockv1.Status_STATUS_OK {
+							failed.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			el := time.Since(start)
+			b.StopTimer()
+			if f := failed.Load(); f > 0 {
+				b.Fatalf("%d intents failed", f)
+			}
+			b.ReportMetric(float64(b.N)/el.Seconds(), "intents/s")
+		})
+	}
+}

@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/server"
+)
+
+// clientFlags are the connection flags of every client command.
+type clientFlags struct {
+	socket  string
+	timeout time.Duration
+}
+
+func (m *Main) addClientFlags(cmd *cobra.Command, cf *clientFlags) {
+	def := m.env("AIRLOCK_SOCKET", filepath.Join(server.DefaultDataDir, server.DefaultSocketName))
+	cmd.Flags().StringVar(&cf.socket, "socket", def, "executor socket (env AIRLOCK_SOCKET)")
+	cmd.Flags().DurationVar(&cf.timeout, "timeout", 2*time.Minute, "give up on the request after this long")
+}
+
+// connect dials the executor; connection problems are usage errors (exit 2).
+func (cf *clientFlags) connect(ctx context.Context) (*client.Client, context.Context, context.CancelFunc, error) {
+	c, err := client.Dial(ctx, cf.socket)
+	if err != nil {
+		return nil, nil, nil, &ExitError{Code: ExitUsage, Err: err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	return c, ctx, cancel, nil
+}
+
+// rpcErr turns a gRPC error into an exit-2 error with a readable message.
+func (cf *clientFlags) rpcErr(err error) error {
+	st, _ := status.FromError(err)
+	msg := st.Message()
+	if strings.Contains(msg, "connect: no such file") || strings.Contains(msg, "connection refused") {
+		msg = fmt.Sprintf("cannot reach the executor at %s: is `airlock serve` running? (%s)", cf.socket, msg)
+	}
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), msg)}
+}
+
+func (m *Main) callCommand() *cobra.Command {
+	var cf clientFlags
+	var task, why string
+	cmd := &cobra.Command{
+		Use:   "call [flags] TOOL 'JSON'",
+		Short: "submit an intent and print its outcome as JSON",
+		Long: `call submits one intent (a tool and its JSON arguments; '-' reads them from
+stdin) and prints the outcome as JSON. Exit status: 0 ok, 3 denied, 4 pending
+approval, 5 failed or timeout, 6 invalid, 2 usage or connection error.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			argsJSON := args[1]
+			if argsJSON == "-" {
+				b, err := io.ReadAll(io.LimitReader(m.Stdin, server.MaxRequestBytes))
+				if err != nil {
+					return usageErr("read arguments from stdin: %v", err)
+				}
+				argsJSON = string(b)
+			}
+			c, ctx, cancel, err := cf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			out, err := c.Submit(ctx, args[0], argsJSON, client.WithTask(task), client.WithJustification(why))
+			if err != nil {
+				return cf.rpcErr(err)
+			}
+			b, err := client.OutcomeJSON(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(m.Stdout, string(b))
+			return exitFor(out.GetStatus())
+		},
+	}
+	m.addClientFlags(cmd, &cf)
+	cmd.Flags().StringVar(&task, "task", "", "the task the intent belongs to")
+	cmd.Flags().StringVar(&why, "justification", "", "why the planner wants this call")
+	return cmd
+}
+
+func exitFor(s airlockv1.Status) error {
+	code := map[airlockv1.Status]int{
+		airlockv1.Status_STATUS_OK:               ExitOK,
+		airlockv1.Status_STATUS_DENIED:           ExitDenied,
+		airlockv1.Status_STATUS_PENDING_APPROVAL: ExitPending,
+		airlockv1.Status_STATUS_FAILED:           ExitFailed,
+		airlockv1.Status_STATUS_TIMEOUT:          ExitFailed,
+		airlockv1.Status_STATUS_INVALID:          ExitInvalid,
+	}[s]
+	if code == ExitOK && s != airlockv1.Status_STATUS_OK {
+		code = ExitFailed
+	}
+	if code == ExitOK {
+		return nil
+	}
+	return &ExitError{Code: code}
+}
+
+func (m *Main) toolsCommand() *cobra.Command {
+	var cf clientFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "tools",
+		Short: "list the executor's tools",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := cf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			tools, err := c.ListTools(ctx)
+			if err != nil {
+				return cf.rpcErr(err)
+			}
+			if asJSON {
+				return writeToolsJSON(m.Stdout, tools)
+			}
+			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tRISK\tDESCRIPTION")
+			for _, t := range tools {
+				d := t.GetDescription()
+				if i := strings.IndexAny(d, "\n"); i >= 0 {
+					d = d[:i]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.GetName(), t.GetVersion(), t.GetRisk(), d)
+			}
+			return tw.Flush()
+		},
+	}
+	m.addClientFlags(cmd, &cf)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tools with their JSON Schemas as JSON")
+	return cmd
+}
+
+func writeToolsJSON(w io.Writer, tools []*airlockv1.Tool) error {
+	type toolJSON struct {
+		Name         string            `json:"name"`
+		Version      string            `json:"version"`
+		Description  string            `json:"description"`
+		Risk         string            `json:"risk"`
+		Owner        string            `json:"owner,omitempty"`
+		Labels       map[string]string `json:"labels,omitempty"`
+		Digest       string            `json:"digest"`
+		InputSchema  json.RawMessage   `json:"input_schema"`
+		OutputSchema json.RawMessage   `json:"output_schema"`
+	}
+	out := make([]toolJSON, 0, len(tools))
+	for _, t := range tools {
+		out = append(out, toolJSON{
+			Name: t.GetName(), Version: t.GetVersion(), Description: t.GetDescription(), Risk: t.GetRisk(),
+			Owner: t.GetOwner(), Labels: t.GetLabels(), Digest: t.GetDigest(),
+			InputSchema: rawOrNull(t.GetInputSchema()), OutputSchema: rawOrNull(t.GetOutputSchema()),
+		})
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func rawOrNull(s string) json.RawMessage {
+	if s == "" || !json.Valid([]byte(s)) {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(s)
+}
+
+func (m *Main) taskCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "begin, end and show tasks"}
+	var cf clientFlags
+	var o client.TaskOptions
+	var labels []string
+	var asJSON bool
+	begin := &cobra.Command{
+		Use:   "begin",
+		Short: "begin a task and print its id",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usageErr("--label %q: write key=value", l)
+				}
+				o.Labels[k] = v
+			}
+			c, ctx, cancel, err := cf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			t, err := c.BeginTask(ctx, o)
+			if err != nil {
+				return cf.rpcErr(err)
+			}
+			if asJSON {
+				return printProto(m.Stdout, t)
+			}
+			fmt.Fprintln(m.Stdout, t.GetId())
+			return nil
+		},
+	}
+	m.addClientFlags(begin, &cf)
+	begin.Flags().StringVar(&o.Purpose, "purpose", "", "what the task is for (visible to policy)")
+	begin.Flags().StringVar(&o.Sensitivity, "sensitivity", "", "data sensitivity, e.g. public, internal, confidential")
+	begin.Flags().DurationVar(&o.TTL, "ttl", 0, "time to live (default: the executor's, 1h)")
+	begin.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	begin.Flags().BoolVar(&asJSON, "json", false, "print the whole task as JSON")
+
+	var ecf clientFlags
+	var reason string
+	end := &cobra.Command{
+		Use:   "end TASK_ID",
+		Short: "end a task: its workspace is removed and its intents are refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := ecf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			t, err := c.EndTask(ctx, args[0], reason)
+			if err != nil {
+				return ecf.rpcErr(err)
+			}
+			return printProto(m.Stdout, t)
+		},
+	}
+	m.addClientFlags(end, &ecf)
+	end.Flags().StringVar(&reason, "reason", "", "why the task ends (recorded)")
+
+	var gcf clientFlags
+	get := &cobra.Command{
+		Use:   "get TASK_ID",
+		Short: "show a task",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := gcf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			resp, err := c.Tasks.GetTask(ctx, &airlockv1.GetTaskRequest{TaskId: args[0]})
+			if err != nil {
+				return gcf.rpcErr(err)
+			}
+			return printProto(m.Stdout, resp.GetTask())
+		},
+	}
+	m.addClientFlags(get, &gcf)
+	cmd.AddCommand(begin, end, get)
+	return cmd
+}
+
+func (m *Main) intentCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "intent", Short: "show intents"}
+	var cf clientFlags
+	get := &cobra.Command{
+		Use:   "get INTENT_ID",
+		Short: "print the stored outcome of an intent as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := cf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			out, err := c.Intents.GetIntent(ctx, &airlockv1.GetIntentRequest{IntentId: args[0]})
+			if err != nil {
+				return cf.rpcErr(err)
+			}
+			b, err := client.OutcomeJSON(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(m.Stdout, string(b))
+			return nil
+		},
+	}
+	m.addClientFlags(get, &cf)
+	cmd.AddCommand(get)
+	return cmd
+}
+
+func printProto(w io.Writer, msg proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/airlock-dev/airlock/runtime/server"
+)
+
+func (m *Main) serveCommand() *cobra.Command {
+	var o server.Options
+	var level, format string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "serve the planner API on a unix socket",
+		Long: `serve loads every manifest and policy (refusing to start on any problem, each
+listed as file:line: message), opens the store under --data, and serves the
+planner API on --socket (mode 0600). SIGTERM or SIGINT drains: in-flight calls
+finish or reach their deadline and the audit log is flushed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(m.Stderr, level, format)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			o.Logger = log
+			if err := server.Run(cmd.Context(), o); err != nil {
+				return &ExitError{Code: ExitFail, Err: err}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Socket, "socket", "", "unix socket to serve on (default DATA/airlock.sock)")
+	f.StringVar(&o.ManifestsDir, "manifests", "manifests/tools", "directory of tool manifests")
+	f.StringVar(&o.PoliciesDir, "policies", "manifests/policies", "directory of policies")
+	f.StringVar(&o.DataDir, "data", server.DefaultDataDir, "data directory: store, caches, workspaces")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long SIGTERM waits for in-flight calls")
+	f.StringVar(&o.CacheDir, "cache-dir", "", "compiled-module cache (default DATA/cache/wazero)")
+	f.IntVar(&o.MaxInstances, "max-instances", 0, "bound on concurrent sandbox instances (0: 64)")
+	f.StringVar(&o.StoreSync, "store-sync", "full", "SQLite synchronous mode: full (durable on power loss) or normal")
+	f.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&format, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	return cmd
+}
+
+// maxLogLine bounds every log line the daemon writes.
+const maxLogLine = 16 << 10
+
+type boundedWriter struct{ w *os.File }
+
+func (b boundedWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if n > maxLogLine {
+		q := make([]byte, 0, maxLogLine+1)
+		q = append(q, p[:maxLogLine-len("…(truncated)")]...)
+		q = append(q, "…(truncated)\n"...)
+		p = q
+	}
+	_, err := b.w.Write(p)
+	return n, err
+}
+
+func newLogger(w any, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || lvl == zerolog.NoLevel {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	out := w.(interface{ Write([]byte) (int, error) })
+	if f, ok := w.(*os.File); ok {
+		out = boundedWriter{f}
+		if format == "auto" && term.IsTerminal(int(f.Fd())) {
+			format = "console"
+		}
+	}
+	switch format {
+	case "auto", "json":
+	case "console":
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: use json, console or auto", format)
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,524 @@
+// Package executor is the intent pipeline: resolve the tool, validate the
+// arguments, decide with policy, audit the decision, run the tool in its
+// sandbox, check its output, audit the execution, and reply. Every step
+// fails closed: an error yields a denial or a failure with a clear reason,
+// never an unchecked execution or an unaudited result.
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/runtime/audit"
+	"github.com/airlock-dev/airlock/runtime/identity"
+	"github.com/airlock-dev/airlock/runtime/manifest"
+	"github.com/airlock-dev/airlock/runtime/policy"
+	"github.com/airlock-dev/airlock/runtime/store"
+	"github.com/airlock-dev/airlock/sandbox"
+)
+
+// Defaults of Config.
+const (
+	DefaultTaskTTL = time.Hour
+	MaxTaskTTL     = 24 * time.Hour
+	// MaxErrorMessage bounds the tool error text returned to the planner.
+	MaxErrorMessage = 4 << 10
+	// maxLogString bounds any string placed in a log line.
+	maxLogString = 1 << 10
+)
+
+// Config configures an Executor. Every field but Logger, ExecutorID and the
+// TTLs is required.
+type Config struct {
+	// Tools are the loaded, validated manifests.
+	Tools []*manifest.Manifest
+	// Policy decides intents.
+	Policy *policy.Engine
+	// Backend prepares and runs the tools.
+	Backend sandbox.Backend
+	// Store holds tasks, intents and the audit chain. The executor commits
+	// through a group committer; it does not close the store.
+	Store store.Store
+	// DataDir holds the task workspaces (DataDir/workspaces/<task>).
+	DataDir string
+	// Logger receives one line per audit event. Default: no logging.
+	Logger *zerolog.Logger
+	// ExecutorID names this executor in audit events. Default: hostname.
+	ExecutorID string
+	// DefaultTaskTTL applies when BeginTask asks for none (default 1h);
+	// MaxTaskTTL caps what it asks for (default 24h).
+	DefaultTaskTTL, MaxTaskTTL time.Duration
+}
+
+// Executor runs the intent pipeline. It is safe for concurrent use.
+type Executor struct {
+	cfg       Config
+	log       zerolog.Logger
+	tools     map[string]*loadedTool
+	toolOrder []string
+	committer *store.Committer
+	wsRoot    string
+
+	mu    sync.Mutex
+	tasks map[string]*store.Task // cache of tasks seen; the store is the truth
+
+	stopReaper context.CancelFunc
+	reaperDone chan struct{}
+}
+
+type loadedTool struct {
+	m      *manifest.Manifest
+	run    sandbox.Tool
+	policy policy.Tool
+	proto  *airlockv1.Tool
+	ws     bool // grants the workspace
+}
+
+// New prepares every tool and starts the executor. On error it releases
+// whatever it had prepared. The error lists every tool that failed.
+func New(ctx context.Context, cfg Config) (*Executor, error) {
+	if cfg.Policy == nil || cfg.Backend == nil || cfg.Store == nil || cfg.DataDir == "" {
+		return nil, errors.New("executor config needs Policy, Backend, Store and DataDir")
+	}
+	if cfg.DefaultTaskTTL <= 0 {
+		cfg.DefaultTaskTTL = DefaultTaskTTL
+	}
+	if cfg.MaxTaskTTL <= 0 {
+		cfg.MaxTaskTTL = MaxTaskTTL
+	}
+	if cfg.ExecutorID == "" {
+		cfg.ExecutorID, _ = os.Hostname()
+	}
+	log := zerolog.Nop()
+	if cfg.Logger != nil {
+		log = *cfg.Logger
+	}
+	e := &Executor{
+		cfg:   cfg,
+		log:   log,
+		tools: make(map[string]*loadedTool, len(cfg.Tools)),
+		tasks: make(map[string]*store.Task),
+	}
+	e.wsRoot = filepath.Join(cfg.DataDir, "workspaces")
+	if err := os.MkdirAll(e.wsRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("create workspace root %s: %w: check the --data directory", e.wsRoot, err)
+	}
+	// Prepare (verify and compile) the tools in parallel: a cold compile of
+	// a Go-built module takes seconds.
+	prepared := make([]sandbox.Tool, len(cfg.Tools))
+	errs := make([]error, len(cfg.Tools))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, m := range cfg.Tools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			prepared[i], errs[i] = cfg.Backend.Prepare(ctx, m)
+		}()
+	}
+	wg.Wait()
+	var problems []string
+	for i, m := range cfg.Tools {
+		name := m.Metadata.Name
+		if errs[i] != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m.File, errs[i]))
+			continue
+		}
+		t := prepared[i]
+		var err error
+		if _, dup := e.tools[name]; dup {
+			problems = append(problems, fmt.Sprintf("%s: tool %q is defined twice", m.File, name))
+			_ = t.Close(ctx)
+			continue
+		}
+		lt := &loadedTool{m: m, run: t}
+		lt.ws, _ = m.GrantsWorkspace()
+		if lt.policy, err = policy.ToolFromManifest(m); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m.File, err))
+			_ = t.Close(ctx)
+			continue
+		}
+		lt.proto = &airlockv1.Tool{
+			Name: name, Version: m.Metadata.Version, Description: m.Metadata.Description,
+			Risk: string(m.Spec.Risk), InputSchema: string(m.Spec.Input), OutputSchema: string(m.Spec.Output),
+			Owner: m.Metadata.Owner, Labels: m.Metadata.Labels, Digest: m.Digest(),
+		}
+		e.tools[name] = lt
+		e.toolOrder = append(e.toolOrder, name)
+	}
+	if len(problems) > 0 {
+		for _, t := range e.tools {
+			_ = t.run.Close(ctx)
+		}
+		return nil, fmt.Errorf("cannot load tools:\n%s", strings.Join(problems, "\n"))
+	}
+	sort.Strings(e.toolOrder)
+	e.committer = store.NewCommitter(cfg.Store, store.CommitterOptions{})
+	rctx, cancel := context.WithCancel(context.Background())
+	e.stopReaper = cancel
+	e.reaperDone = make(chan struct{})
+	go e.reapExpiredTasks(rctx)
+	return e, nil
+}
+
+// Close stops the executor: it flushes the audit committer and releases the
+// prepared tools. In-flight calls must have finished (the server drains
+// them first).
+func (e *Executor) Close(ctx context.Context) error {
+	e.stopReaper()
+	<-e.reaperDone
+	err := e.committer.Close(ctx)
+	for _, t := range e.tools {
+		if cerr := t.run.Close(ctx); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// ListTools returns every loaded tool, sorted by name.
+func (e *Executor) ListTools() []*airlockv1.Tool {
+	out := make([]*airlockv1.Tool, 0, len(e.toolOrder))
+	for _, n := range e.toolOrder {
+		out = append(out, e.tools[n].proto)
+	}
+	return out
+}
+
+// outcomeError builds the error part of an outcome.
+func outcomeError(code, msg, field string) *airlockv1.Error {
+	return &airlockv1.Error{Code: code, Message: msg, Field: field}
+}
+
+// Submit runs one intent through the pipeline and returns its outcome. It
+// returns a Go error only when the outcome could not be recorded; the
+// outcome is then a failure that was not released to the caller.
+func (e *Executor) Submit(ctx context.Context, caller identity.Caller, req *airlockv1.SubmitRequest) *airlockv1.Outcome {
+	start := time.Now()
+	c := &call{
+		e: e, caller: caller, req: req, start: start,
+		out: &airlockv1.Outcome{IntentId: newID("int"), TaskId: req.GetTaskId(), Tool: req.GetTool()},
+	}
+	c.run(ctx)
+	return c.out
+}
+
+// call is one intent in flight.
+type call struct {
+	e      *Executor
+	caller identity.Caller
+	req    *airlockv1.SubmitRequest
+	start  time.Time
+	out    *airlockv1.Outcome
+
+	tool       *loadedTool
+	task       *store.Task
+	argsDigest string
+	decision   *policy.Decision
+}
+
+func (c *call) run(ctx context.Context) {
+	e := c.e
+	// 2. resolve: exact name, no folding, no trimming.
+	t, ok := e.tools[c.req.GetTool()]
+	if !ok {
+		c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("unknown_tool",
+			fmt.Sprintf("unknown tool %q: tool names are exact (case and spaces matter); list them with `airlock tools`", clip(c.req.GetTool(), 200)), ""))
+		return
+	}
+	c.tool = t
+
+	// The task, when named: it must exist, belong to the caller and be open.
+	if id := c.req.GetTaskId(); id != "" {
+		task, oerr, status := e.taskFor(ctx, c.caller, id)
+		if oerr != nil {
+			c.reject(ctx, status, oerr)
+			return
+		}
+		c.task = task
+	}
+	if t.ws && c.task == nil {
+		c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("task_required",
+			fmt.Sprintf("tool %s works in a task workspace: begin a task (`airlock task begin`) and pass its id", t.m.Metadata.Name), "task_id"))
+		return
+	}
+
+	// 3. validate: bounded before parsing, then the input schema.
+	args, err := t.m.ValidateArgs([]byte(c.req.GetArguments()))
+	if err != nil {
+		var ae *manifest.ArgsError
+		if errors.As(err, &ae) {
+			c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError(ae.Code, ae.Message, ae.Field))
+		} else {
+			c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("invalid_arguments", err.Error(), ""))
+		}
+		return
+	}
+	c.argsDigest = manifest.ArgsDigest(args)
+
+	// 4. decide.
+	in := &policy.Input{
+		Caller:  policy.Caller{SpiffeID: c.caller.SpiffeID, TrustDomain: c.caller.TrustDomain, Path: c.caller.Path},
+		Tool:    t.policy,
+		Args:    args,
+		Request: policy.Request{ID: c.out.IntentId, Time: c.start.UTC(), Justification: c.req.GetJustification()},
+	}
+	if c.task != nil {
+		in.Task = policy.Task{
+			ID: c.task.ID, Purpose: c.task.Purpose, Sensitivity: c.task.Sensitivity, Labels: c.task.Labels,
+			StartedAt: c.task.StartedAt, ExpiresAt: c.task.ExpiresAt, CallCount: c.task.CallCount,
+		}
+	}
+	d := e.cfg.Policy.Decide(ctx, in)
+	c.decision = &d
+	c.out.Decision = &airlockv1.Decision{Effect: effectProto(d.Effect), Rules: d.Rules, Message: d.Message}
+
+	if d.Effect != policy.Allow {
+		status := airlockv1.Status_STATUS_DENIED
+		msg := d.Message
+		if d.Effect == policy.RequireApproval {
+			msg = strings.TrimSpace(msg + " (this call requires a human approval, and approvals are not available in this executor yet)")
+		}
+		c.reject(ctx, status, outcomeError("denied", msg, ""))
+		return
+	}
+
+	// 4b. the decision is durable before anything runs.
+	ev := c.event(audit.TypeDecision)
+	if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}}); err != nil {
+		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
+			"the decision could not be recorded, so the tool did not run: "+err.Error(), ""))
+		return
+	}
+	e.logEvent(ev)
+
+	// 7. execute.
+	// The tool gets the canonical form of what was validated, so that it
+	// cannot read something else (a duplicate key, say) than policy saw.
+	sc := &sandbox.Call{Input: manifest.Canonical(args), Env: t.m.Spec.Capabilities.Env}
+	if c.task != nil {
+		sc.TaskID = c.task.ID
+		if t.ws {
+			dir, werr := e.workspace(c.task.ID)
+			if werr != nil {
+				c.finish(ctx, airlockv1.Status_STATUS_FAILED, outcomeError("internal", werr.Error(), ""), "")
+				return
+			}
+			sc.Workspace = dir
+		}
+	}
+	res, rerr := t.run.Run(ctx, sc)
+	if rerr != nil {
+		status, oerr := sandboxFailure(rerr)
+		c.finish(ctx, status, oerr, "")
+		return
+	}
+
+	// 8. sanitize: JSON, bounded, the output schema.
+	if _, err := t.m.ValidateOutput(res.Output); err != nil {
+		code, field := "invalid_output", ""
+		var ae *manifest.ArgsError
+		if errors.As(err, &ae) {
+			code, field = ae.Code, ae.Field
+		}
+		c.finish(ctx, airlockv1.Status_STATUS_FAILED, outcomeError(code,
+			fmt.Sprintf("tool %s returned output that airlock refused: %s", t.m.Metadata.Name, errMessage(err)), field), "")
+		return
+	}
+	c.finish(ctx, airlockv1.Status_STATUS_OK, nil, string(res.Output))
+}
+
+func errMessage(err error) string {
+	var ae *manifest.ArgsError
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return err.Error()
+}
+
+// sandboxFailure maps a run error to an outcome status and error.
+func sandboxFailure(err error) (airlockv1.Status, *airlockv1.Error) {
+	var se *sandbox.Error
+	if !errors.As(err, &se) {
+		return airlockv1.Status_STATUS_FAILED, outcomeError("internal", err.Error(), "")
+	}
+	msg := se.Message
+	if se.Kind == sandbox.KindExit {
+		stderr := strings.TrimSpace(string(se.Stderr))
+		if stderr != "" {
+			msg = stderr
+		} else if msg == "" {
+			msg = fmt.Sprintf("the tool exited with status %d", se.ExitCode)
+		}
+		msg = clip(msg, MaxErrorMessage)
+	}
+	status := airlockv1.Status_STATUS_FAILED
+	if se.Kind == sandbox.KindTimeout {
+		status = airlockv1.Status_STATUS_TIMEOUT
+	}
+	return status, outcomeError(string(se.Kind), msg, "")
+}
+
+// reject ends an intent that did not run: invalid or denied. Its decision
+// event and the intent record commit together.
+func (c *call) reject(ctx context.Context, status airlockv1.Status, oerr *airlockv1.Error) {
+	c.finishWith(ctx, audit.TypeDecision, status, oerr, "")
+}
+
+// finish ends an intent that ran (or tried to): its execution event.
+func (c *call) finish(ctx context.Context, status airlockv1.Status, oerr *airlockv1.Error, output string) {
+	c.finishWith(ctx, audit.TypeExecution, status, oerr, output)
+}
+
+func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Status, oerr *airlockv1.Error, output string) {
+	c.out.Status = status
+	c.out.Error = oerr
+	c.out.Output = output
+	ev := c.event(typ)
+	c.out.AuditEventId = ev.ID
+	c.out.Duration = durationpb.New(time.Since(c.start))
+	ev.DurationUS = time.Since(c.start).Microseconds()
+	rec, err := protojson.Marshal(c.out)
+	if err != nil {
+		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("internal", "encode outcome: "+err.Error(), ""))
+		return
+	}
+	b := &store.Batch{
+		Events: []*audit.Event{ev},
+		Intents: []*store.Intent{{
+			ID: c.out.IntentId, TaskID: c.req.GetTaskId(), Caller: c.caller.SpiffeID, Tool: c.req.GetTool(),
+			Status: statusName(status), Created: c.start.UTC(), Outcome: rec,
+		}},
+	}
+	if c.task != nil {
+		b.CallCounts = map[string]int64{c.task.ID: 1}
+	}
+	// The record must outlive a caller that hung up.
+	if err := c.e.commit(context.WithoutCancel(ctx), b); err != nil {
+		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
+			"the outcome could not be recorded, so it is withheld: "+err.Error(), ""))
+		return
+	}
+	if c.task != nil {
+		c.e.mu.Lock()
+		c.task.CallCount++
+		c.e.mu.Unlock()
+	}
+	c.e.logEvent(ev)
+}
+
+// fail replaces the outcome with an unrecorded failure (the store is down).
+func (c *call) fail(status airlockv1.Status, oerr *airlockv1.Error) {
+	c.e.log.Error().Str("intent", c.out.IntentId).Str("code", oerr.Code).Str("error", clip(oerr.Message, maxLogString)).Msg("intent failed closed")
+	c.out.Status = status
+	c.out.Error = oerr
+	c.out.Output = ""
+	c.out.AuditEventId = ""
+	c.out.Duration = durationpb.New(time.Since(c.start))
+}
+
+// event builds the audit event of this intent.
+func (c *call) event(typ string) *audit.Event {
+	ev := &audit.Event{
+		ID: newID("evt"), Time: time.Now().UTC(), Type: typ, Executor: c.e.cfg.ExecutorID,
+		Caller: c.caller.SpiffeID, TaskID: c.req.GetTaskId(), IntentID: c.out.IntentId,
+		ArgsSHA256: c.argsDigest, Status: statusName(c.out.Status),
+	}
+	if c.tool != nil {
+		ev.Tool = &audit.ToolRef{Name: c.tool.m.Metadata.Name, Version: c.tool.m.Metadata.Version, Digest: c.tool.m.Digest()}
+	} else {
+		ev.Tool = &audit.ToolRef{Name: clip(c.req.GetTool(), 200)}
+	}
+	if c.decision != nil {
+		ev.Decision = &audit.Decision{Effect: string(c.decision.Effect), Rules: c.decision.Rules, Message: clip(c.decision.Message, maxLogString)}
+	}
+	if c.out.Error != nil {
+		ev.Error = &audit.ErrorInfo{Code: c.out.Error.Code, Message: clip(c.out.Error.Message, MaxErrorMessage), Field: c.out.Error.Field}
+	}
+	if j := c.req.GetJustification(); j != "" {
+		ev.Details = map[string]any{"justification": clip(j, maxLogString)}
+	}
+	if typ == audit.TypeExecution && c.out.Output != "" {
+		sum := sha256.Sum256([]byte(c.out.Output))
+		if ev.Details == nil {
+			ev.Details = map[string]any{}
+		}
+		ev.Details["output_bytes"] = len(c.out.Output)
+		ev.Details["output_sha256"] = hex.EncodeToString(sum[:])
+	}
+	return ev
+}
+
+func (e *Executor) commit(ctx context.Context, b *store.Batch) error {
+	if err := e.committer.Commit(ctx, b); err != nil {
+		return fmt.Errorf("audit store: %w", err)
+	}
+	return nil
+}
+
+// logEvent mirrors a committed audit event to the log.
+func (e *Executor) logEvent(ev *audit.Event) {
+	l := e.log.Info().Int64("seq", ev.Seq).Str("event", ev.ID).Str("type", ev.Type).
+		Str("caller", ev.Caller).Str("intent", ev.IntentID).Str("task", ev.TaskID).Str("status", ev.Status)
+	if ev.Tool != nil {
+		l = l.Str("tool", ev.Tool.Name)
+	}
+	if ev.Decision != nil {
+		l = l.Str("effect", ev.Decision.Effect).Strs("rules", ev.Decision.Rules)
+	}
+	if ev.Error != nil {
+		l = l.Str("code", ev.Error.Code).Str("error", clip(ev.Error.Message, maxLogString))
+	}
+	if ev.DurationUS > 0 {
+		l = l.Int64("duration_us", ev.DurationUS)
+	}
+	l.Str("hash", ev.Hash).Msg("audit")
+}
+
+func effectProto(e policy.Effect) airlockv1.Effect {
+	switch e {
+	case policy.Allow:
+		return airlockv1.Effect_EFFECT_ALLOW
+	case policy.Deny:
+		return airlockv1.Effect_EFFECT_DENY
+	case policy.RequireApproval:
+		return airlockv1.Effect_EFFECT_REQUIRE_APPROVAL
+	}
+	return airlockv1.Effect_EFFECT_UNSPECIFIED
+}
+
+// StatusName is the lowercase name of a status: ok, denied, pending_approval,
+// invalid, failed, timeout.
+func statusName(s airlockv1.Status) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_"))
+}
+
+// clip bounds a string for logs and messages, keeping it valid UTF-8.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return strings.ToValidUTF8(s, "\uFFFD")
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
+}
