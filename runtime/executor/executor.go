@@ -440,7 +440,10 @@ func (c *call) event(typ string) *audit.Event {
 	ev := &audit.Event{
 		ID: newID("evt"), Time: time.Now().UTC(), Type: typ, Executor: c.e.cfg.ExecutorID,
 		Caller: c.caller.SpiffeID, TaskID: c.req.GetTaskId(), IntentID: c.out.IntentId,
-		ArgsSHA256: c.argsDigest, Status: statusName(c.out.Status),
+		ArgsSHA256: c.argsDigest,
+	}
+	if c.out.Status != airlockv1.Status_STATUS_UNSPECIFIED {
+		ev.Status = statusName(c.out.Status)
 	}
 	if c.tool != nil {
 		ev.Tool = &audit.ToolRef{Name: c.tool.m.Metadata.Name, Version: c.tool.m.Metadata.Version, Digest: c.tool.m.Digest()}

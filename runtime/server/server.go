@@ -117,6 +117,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Socket == "" {
 		o.Socket = filepath.Join(o.DataDir, DefaultSocketName)
 	}
+	// Workspaces are mounted into the sandbox by absolute path.
+	abs, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return fmt.Errorf("resolve data directory %s: %w", o.DataDir, err)
+	}
+	o.DataDir = abs
 	if o.CacheDir == "" {
 		o.CacheDir = filepath.Join(o.DataDir, "cache", "wazero")
 	}
