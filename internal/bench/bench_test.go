@@ -34,34 +34,45 @@ var cases = []struct {
 // one process). `benchstat -col /path` prints the ratio.
 func BenchmarkCall(b *testing.B) {
 	root := testenv.Root(b)
-	x := testenv.Start(b, testenv.Options{
-		Manifests: testenv.BundledManifests(b),
-		Policies:  filepath.Join(root, "manifests", "policies"),
-		Quiet:     true,
-	})
+	start := func(sync string) *testenv.Executor {
+		return testenv.Start(b, testenv.Options{
+			Manifests: testenv.BundledManifests(b),
+			Policies:  filepath.Join(root, "manifests", "policies"),
+			StoreSync: sync,
+			Quiet:     true,
+		})
+	}
+	// pipeline: the default, every commit fsynced (synchronous=full);
+	// pipeline-syncnormal: commits reach the WAL without an fsync.
+	executors := []struct {
+		path string
+		x    *testenv.Executor
+	}{{"pipeline", start("full")}, {"pipeline-syncnormal", start("normal")}}
 	ctx := context.Background()
 	for _, c := range cases {
 		b.Run("tool="+c.name+"/path=bare", func(b *testing.B) {
 			benchBare(b, filepath.Join(root, c.module), c.tool, c.args)
 		})
-		b.Run("tool="+c.name+"/path=pipeline", func(b *testing.B) {
-			lat := make([]time.Duration, 0, b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
-				out, err := x.Client.Submit(ctx, c.tool, c.args)
-				lat = append(lat, time.Since(t0))
-				if err != nil {
-					b.Fatal(err)
+		for _, e := range executors {
+			b.Run("tool="+c.name+"/path="+e.path, func(b *testing.B) {
+				lat := make([]time.Duration, 0, b.N)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					t0 := time.Now()
+					out, err := e.x.Client.Submit(ctx, c.tool, c.args)
+					lat = append(lat, time.Since(t0))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if out.GetStatus() != airlockv1.Status_STATUS_OK {
+						b.Fatalf("%s: %v %v", c.tool, out.GetStatus(), out.GetError())
+					}
 				}
-				if out.GetStatus() != airlockv1.Status_STATUS_OK {
-					b.Fatalf("%s: %v %v", c.tool, out.GetStatus(), out.GetError())
-				}
-			}
-			b.StopTimer()
-			reportPercentiles(b, lat)
-		})
+				b.StopTimer()
+				reportPercentiles(b, lat)
+			})
+		}
 	}
 }
 
@@ -85,14 +96,16 @@ func benchBare(b *testing.B, module, argv0, args string) {
 	}
 	in := []byte(args)
 	var out bytes.Buffer
+	// One base config: NewModuleConfig seeds a fake random source, which
+	// costs more than instantiating a tiny module.
+	base := wazero.NewModuleConfig().WithName("").WithArgs(argv0)
 	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		out.Reset()
-		mod, err := r.InstantiateModule(ctx, compiled, wazero.NewModuleConfig().
-			WithName("").WithArgs(argv0).WithStdin(bytes.NewReader(in)).WithStdout(&out))
+		mod, err := r.InstantiateModule(ctx, compiled, base.WithStdin(bytes.NewReader(in)).WithStdout(&out))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -120,14 +133,23 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 // committed (synchronous=full) before its reply. It reports intents/s.
 func BenchmarkThroughput(b *testing.B) {
 	root := testenv.Root(b)
-	x := testenv.Start(b, testenv.Options{
-		Manifests: testenv.BundledManifests(b),
-		Policies:  filepath.Join(root, "manifests", "policies"),
-		Quiet:     true,
-	})
+	for _, sync := range []string{"full", "normal"} {
+		x := testenv.Start(b, testenv.Options{
+			Manifests: testenv.BundledManifests(b),
+			Policies:  filepath.Join(root, "manifests", "policies"),
+			StoreSync: sync,
+			Quiet:     true,
+		})
+		for _, conc := range []int{1, 64} {
+			throughput(b, x, "sync="+sync+"/conc="+strconv.Itoa(conc), conc)
+		}
+	}
+}
+
+func throughput(b *testing.B, x *testenv.Executor, name string, conc int) {
 	c := cases[0]
-	for _, conc := range []int{1, 64} {
-		b.Run("conc="+strconv.Itoa(conc), func(b *testing.B) {
+	{
+		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			var next atomic.Int64
 			var failed atomic.Int64
