@@ -14,8 +14,6 @@ CREATE TABLE tasks (
     call_count  INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
-CREATE INDEX tasks_caller ON tasks (caller);
-
 CREATE TABLE intents (
     id      TEXT PRIMARY KEY,
     task_id TEXT NOT NULL DEFAULT '',
@@ -26,13 +24,11 @@ CREATE TABLE intents (
     outcome BLOB
 ) STRICT;
 
-CREATE INDEX intents_task ON intents (task_id);
-
 -- body is the exact canonical JSON that hash (hex SHA-256) covers; the other
 -- columns are copies for querying and are not trusted by verification.
 CREATE TABLE audit_events (
     seq       INTEGER PRIMARY KEY,
-    id        TEXT NOT NULL UNIQUE,
+    id        TEXT NOT NULL,
     time      TEXT NOT NULL,
     type      TEXT NOT NULL,
     task_id   TEXT NOT NULL DEFAULT '',
@@ -44,5 +40,5 @@ CREATE TABLE audit_events (
     hash      TEXT NOT NULL
 ) STRICT;
 
-CREATE INDEX audit_events_task ON audit_events (task_id) WHERE task_id <> '';
-CREATE INDEX audit_events_intent ON audit_events (intent_id) WHERE intent_id <> '';
+-- No secondary indexes yet: every index is one more page written per
+-- commit (the WAL appends whole pages). Add one with the query that needs it.
