@@ -69,11 +69,13 @@ proto: ## regenerate the planner API Go code (needs protoc: apt-get install prot
 
 BENCH_COUNT ?= 6
 .PHONY: bench
-bench: tools ## run the benchmarks and compare them with benchstat (see docs/benchmarks.md)
+bench: tools ## run the benchmarks, compare them with benchstat (docs/benchmarks.md)
 	@mkdir -p bench/out
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 30m \
-	  ./internal/bench/ ./runtime/policy/ | tee bench/out/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 60m \
+	  ./internal/bench/ ./runtime/policy/ ./sandbox/wasm/ ./runtime/store/sqlite/ ./runtime/manifest/ | tee bench/out/bench.txt
 	$(GO) run $(BENCHSTAT) bench/out/bench.txt | tee bench/out/benchstat.txt
+	@echo "--- the pipeline against the bare wazero baseline (ratios):"
+	$(GO) run $(BENCHSTAT) -filter '.name:Call' -col /path bench/out/bench.txt | tee bench/out/ratio.txt
 
 .PHONY: fuzz
 fuzz: ## run the fuzzers for a while (FUZZTIME=2m per target)
