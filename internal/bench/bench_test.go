@@ -14,6 +14,9 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
@@ -177,4 +180,30 @@ func throughput(b *testing.B, x *testenv.Executor, name string, conc int) {
 			b.ReportMetric(float64(b.N)/el.Seconds(), "intents/s")
 		})
 	}
+}
+
+// BenchmarkFloor measures what every intent pays before airlock does any
+// work: a gRPC round trip over the same unix socket (the health check).
+func BenchmarkFloor(b *testing.B) {
+	root := testenv.Root(b)
+	x := testenv.Start(b, testenv.Options{
+		Manifests: testenv.BundledManifests(b),
+		Policies:  filepath.Join(root, "manifests", "policies"),
+		Quiet:     true,
+	})
+	conn, err := grpc.NewClient("unix:"+x.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	h := healthpb.NewHealthClient(conn)
+	ctx := context.Background()
+	b.Run("path=grpc-roundtrip", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -12,11 +12,11 @@ import (
 
 // Defaults of ToolManifest.
 const (
-	DefaultToolInput   = "{type: object}"
-	DefaultToolOutput  = "{}"
-	DefaultToolMemory  = "16MiB"
-	DefaultToolTimeout = "2s"
-	DefaultToolOutputL = "64KiB"
+	DefaultToolInput       = "{type: object}"
+	DefaultToolOutput      = "{}"
+	DefaultToolMemory      = "16MiB"
+	DefaultToolTimeout     = "2s"
+	DefaultToolOutputLimit = "64KiB"
 )
 
 // ToolManifest describes a tool manifest for a test module. WriteManifest
@@ -37,7 +37,7 @@ type ToolManifest struct {
 	Output string
 	// Memory, Timeout and OutputLimit are the limits as the manifest writes
 	// them ("16MiB", "300ms", "64KiB"). Defaults DefaultToolMemory,
-	// DefaultToolTimeout and DefaultToolOutputL.
+	// DefaultToolTimeout and DefaultToolOutputLimit.
 	Memory, Timeout, OutputLimit string
 	// Concurrency is limits.concurrency; 0 leaves it out (the default).
 	Concurrency int
@@ -100,7 +100,7 @@ func WriteManifest(tb testing.TB, dir string, m ToolManifest) string {
 		}
 	}
 	fmt.Fprintf(&b, "  limits: {memory: %s, timeout: %s, output: %s",
-		def(m.Memory, DefaultToolMemory), def(m.Timeout, DefaultToolTimeout), def(m.OutputLimit, DefaultToolOutputL))
+		def(m.Memory, DefaultToolMemory), def(m.Timeout, DefaultToolTimeout), def(m.OutputLimit, DefaultToolOutputLimit))
 	if m.Concurrency != 0 {
 		fmt.Fprintf(&b, ", concurrency: %d", m.Concurrency)
 	}

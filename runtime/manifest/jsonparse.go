@@ -72,7 +72,7 @@ func (p *jsonParser) skipSpace() {
 }
 
 func (p *jsonParser) invalid(format string, args ...any) *ArgsError {
-	return &ArgsError{Code: p.b.invalid, Field: p.at(), Message: fmt.Sprintf("%s are not valid JSON: %s", p.b.noun, fmt.Sprintf(format, args...))}
+	return &ArgsError{Code: p.b.invalid, Field: p.at(), Message: fmt.Sprintf("%s not valid JSON: %s", nounVerb(p.b.noun), fmt.Sprintf(format, args...))}
 }
 
 // unexpected describes the byte at p.i, which is not what was wanted.
@@ -247,7 +247,7 @@ func (p *jsonParser) parse() (any, *ArgsError) {
 func (p *jsonParser) end(root any) (any, *ArgsError) {
 	p.skipSpace()
 	if p.i < len(p.data) {
-		return nil, &ArgsError{Code: p.b.invalid, Message: fmt.Sprintf("%s are not valid JSON: unexpected data after the value at byte %d: send one JSON value", p.b.noun, p.i)}
+		return nil, &ArgsError{Code: p.b.invalid, Message: fmt.Sprintf("%s not valid JSON: unexpected data after the value at byte %d: send one JSON value", nounVerb(p.b.noun), p.i)}
 	}
 	return root, nil
 }
@@ -396,4 +396,12 @@ func hex4(d []byte, i int) (rune, bool) {
 	}
 	n, err := strconv.ParseUint(string(d[i:i+4]), 16, 32)
 	return rune(n), err == nil
+}
+
+// nounVerb is "arguments are" or "output is".
+func nounVerb(noun string) string {
+	if strings.HasSuffix(noun, "s") {
+		return noun + " are"
+	}
+	return noun + " is"
 }

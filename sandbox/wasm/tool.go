@@ -126,14 +126,9 @@ func (t *tool) Run(ctx context.Context, call *sandbox.Call) (*sandbox.Result, er
 		return nil, err
 	}
 
-	// Wait for a slot, globally and for this tool, within the deadline.
-	if err := acquire(runCtx, t.b.global); err != nil {
-		if e := ended(); e != nil {
-			return nil, e
-		}
-		return nil, t.runError(sandbox.KindBusy, nil, err, "all %d sandbox instances stayed busy until the deadline: retry later or raise the instance bound", cap(t.b.global))
-	}
-	defer func() { <-t.b.global }()
+	// Wait for a slot of this tool, then a global one, within the deadline.
+	// The tool's slot comes first so that callers queued on one busy tool
+	// never hold global slots that other tools need.
 	if err := acquire(runCtx, t.sem); err != nil {
 		if e := ended(); e != nil {
 			return nil, e
@@ -141,6 +136,13 @@ func (t *tool) Run(ctx context.Context, call *sandbox.Call) (*sandbox.Result, er
 		return nil, t.runError(sandbox.KindBusy, nil, err, "the tool's %d concurrent instances stayed busy until the deadline: retry later or raise limits.concurrency", cap(t.sem))
 	}
 	defer func() { <-t.sem }()
+	if err := acquire(runCtx, t.b.global); err != nil {
+		if e := ended(); e != nil {
+			return nil, e
+		}
+		return nil, t.runError(sandbox.KindBusy, nil, err, "all %d sandbox instances stayed busy until the deadline: retry later or raise the instance bound", cap(t.b.global))
+	}
+	defer func() { <-t.b.global }()
 
 	// Output caps: exceeding one stops the instance at once.
 	instCtx, stop := context.WithCancel(runCtx)
@@ -204,7 +206,7 @@ func (t *tool) classify(ctx, runCtx context.Context, runErr error, guard *memory
 			Message: fmt.Sprintf("tool %s exited with status %d: %s", t.name, code, msg)}
 	}
 	if isTrap(runErr) {
-		return sandbox.KindTrap, t.runError(sandbox.KindTrap, stderr, runErr, "the tool trapped (a bug in the tool, such as a stack overflow or unreachable code)")
+		return sandbox.KindTrap, t.runError(sandbox.KindTrap, stderr, runErr, "the tool trapped: %s (a bug in the tool)", trapReason(runErr))
 	}
 	return sandbox.KindModule, t.runError(sandbox.KindModule, stderr, runErr, "the module could not be instantiated: check the module is a wasip1 command")
 }
@@ -316,6 +318,22 @@ var trapMessages = map[string]bool{
 // isTrap reports whether err is a WebAssembly trap: wazero wraps a trap as
 // "wasm error: ..." with a stack trace, except a stack overflow, which it
 // returns bare.
+// trapReason is wazero's short description of a trap ("stack overflow",
+// "unreachable", ...), without the guest's stack trace.
+func trapReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "wasm error: "); i >= 0 {
+		msg = msg[i+len("wasm error: "):]
+	}
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
 func isTrap(err error) bool {
 	if strings.Contains(err.Error(), "wasm error:") {
 		return true
