@@ -202,14 +202,14 @@ func TestCLIEndToEnd(t *testing.T) {
 // SIGTERM drains: the call in flight ends with its own outcome (here its
 // timeout), its audit event is committed, and the daemon exits 0.
 func TestSIGTERMDrainsInFlightCalls(t *testing.T) {
-	d := startDaemon(t)
+	d := startDaemon(t, "--log-level", "debug")
 	ch := make(chan result, 1)
 	go func() {
 		ch <- d.call(t, "call", "json.query", `{"filter":"last(range(1e15))","input":null}`)
 	}()
-	// Wait until the call is running: its decision event is in the log.
+	// Wait until the call is running.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(d.stderr.String(), `"type":"decision"`) {
+	for !strings.Contains(d.stderr.String(), `"message":"running"`) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the call did not start:\n%s", d.stderr.String())
 		}

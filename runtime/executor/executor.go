@@ -88,6 +88,9 @@ type loadedTool struct {
 	policy policy.Tool
 	proto  *airlockv1.Tool
 	ws     bool // grants the workspace
+	// sideEffects: the tool can change something outside its instance
+	// (a writable workspace, the network, credentials).
+	sideEffects bool
 }
 
 // New prepares every tool and starts the executor. On error it releases
@@ -150,7 +153,10 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 			continue
 		}
 		lt := &loadedTool{m: m, run: t}
-		lt.ws, _ = m.GrantsWorkspace()
+		var readOnly bool
+		lt.ws, readOnly = m.GrantsWorkspace()
+		caps := m.Spec.Capabilities
+		lt.sideEffects = (lt.ws && !readOnly) || len(caps.Network) > 0 || len(caps.Credentials) > 0 || m.Spec.Runtime.Wasm == nil
 		if lt.policy, err = policy.ToolFromManifest(m); err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", m.File, err))
 			_ = t.Close(ctx)
@@ -231,6 +237,7 @@ type call struct {
 
 	tool       *loadedTool
 	task       *store.Task
+	pending    *audit.Event // a decision event committed with the execution
 	argsDigest string
 	decision   *policy.Decision
 }
@@ -301,14 +308,22 @@ func (c *call) run(ctx context.Context) {
 		return
 	}
 
-	// 4b. the decision is durable before anything runs.
+	// 4b. A tool that can change something outside its instance runs only
+	// once its decision is durable. A tool that cannot (no writable
+	// workspace, no network, no credentials) has nothing to record ahead:
+	// its decision commits with its execution, before the reply, in one
+	// transaction.
 	ev := c.event(audit.TypeDecision)
-	if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}}); err != nil {
-		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
-			"the decision could not be recorded, so the tool did not run: "+err.Error(), ""))
-		return
+	if t.sideEffects {
+		if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}}); err != nil {
+			c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
+				"the decision could not be recorded, so the tool did not run: "+err.Error(), ""))
+			return
+		}
+		e.logEvent(ev)
+	} else {
+		c.pending = ev
 	}
-	e.logEvent(ev)
 
 	// 7. execute.
 	// The tool gets the canonical form of what was validated, so that it
@@ -325,6 +340,7 @@ func (c *call) run(ctx context.Context) {
 			sc.Workspace = dir
 		}
 	}
+	e.log.Debug().Str("intent", c.out.IntentId).Str("tool", t.m.Metadata.Name).Msg("running")
 	res, rerr := t.run.Run(ctx, sc)
 	if rerr != nil {
 		status, oerr := sandboxFailure(rerr)
@@ -401,8 +417,12 @@ func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Stat
 		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("internal", "encode outcome: "+err.Error(), ""))
 		return
 	}
+	events := []*audit.Event{ev}
+	if c.pending != nil {
+		events = []*audit.Event{c.pending, ev}
+	}
 	b := &store.Batch{
-		Events: []*audit.Event{ev},
+		Events: events,
 		Intents: []*store.Intent{{
 			ID: c.out.IntentId, TaskID: c.req.GetTaskId(), Caller: c.caller.SpiffeID, Tool: c.req.GetTool(),
 			Status: statusName(status), Created: c.start.UTC(), Outcome: rec,
@@ -421,6 +441,9 @@ func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Stat
 		c.e.mu.Lock()
 		c.task.CallCount++
 		c.e.mu.Unlock()
+	}
+	if c.pending != nil {
+		c.e.logEvent(c.pending)
 	}
 	c.e.logEvent(ev)
 }

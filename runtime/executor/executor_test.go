@@ -1,0 +1,141 @@
+package executor_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/internal/testenv"
+	"github.com/airlock-dev/airlock/runtime/executor"
+	"github.com/airlock-dev/airlock/runtime/identity"
+	"github.com/airlock-dev/airlock/runtime/manifest"
+	"github.com/airlock-dev/airlock/runtime/policy"
+	"github.com/airlock-dev/airlock/runtime/store"
+	"github.com/airlock-dev/airlock/runtime/store/sqlite"
+	"github.com/airlock-dev/airlock/sandbox/wasm"
+)
+
+// brokenStore is a real SQLite store whose commits can be made to fail, as
+// when the disk is full.
+type brokenStore struct {
+	store.Store
+	broken atomic.Bool
+}
+
+func (s *brokenStore) Commit(ctx context.Context, b []*store.Batch) error {
+	if s.broken.Load() {
+		return errors.New("disk I/O error: the disk is full")
+	}
+	return s.Store.Commit(ctx, b)
+}
+
+func newExecutor(t *testing.T) (*executor.Executor, *brokenStore, string) {
+	t.Helper()
+	ctx := context.Background()
+	root := testenv.Root(t)
+	tools, err := manifest.LoadDir(testenv.BundledManifests(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.LoadDir(filepath.Join(root, "manifests", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.Compile(set.Policies, tools, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	st, err := sqlite.Open(ctx, filepath.Join(data, "airlock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	bs := &brokenStore{Store: st}
+	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close(ctx) })
+	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: backend, Store: bs, DataDir: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close(ctx) })
+	return x, bs, data
+}
+
+// When the store cannot record, nothing with side effects runs and no
+// output is released.
+func TestStoreDownFailsClosed(t *testing.T) {
+	x, bs, data := newExecutor(t)
+	ctx := context.Background()
+	me := identity.FromUID(1000)
+	task, err := x.BeginTask(ctx, me, &airlockv1.BeginTaskRequest{Purpose: "store down"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bs.broken.Store(true)
+	out := x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "workspace.write", TaskId: task.GetId(),
+		Arguments: `{"path":"a.txt","content":"must not be written"}`})
+	if out.GetStatus() != airlockv1.Status_STATUS_FAILED || out.GetError().GetCode() != "audit_unavailable" || out.GetOutput() != "" {
+		t.Fatalf("workspace.write with the store down: %v", out)
+	}
+	if _, err := os.Stat(filepath.Join(data, "workspaces", task.GetId(), "a.txt")); !os.IsNotExist(err) {
+		t.Fatalf("the tool ran although its decision could not be recorded: %v", err)
+	}
+	// A side-effect-free tool may run, but its output is withheld.
+	out = x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "json.query", Arguments: `{"filter":".","input":"secret result"}`})
+	if out.GetStatus() != airlockv1.Status_STATUS_FAILED || out.GetError().GetCode() != "audit_unavailable" || out.GetOutput() != "" || out.GetAuditEventId() != "" {
+		t.Fatalf("json.query with the store down: %v", out)
+	}
+	// A refused intent is not recorded either, and says so.
+	out = x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "nope", Arguments: `{}`})
+	if out.GetError().GetCode() != "audit_unavailable" {
+		t.Fatalf("unknown tool with the store down: %v", out)
+	}
+
+	bs.broken.Store(false)
+	out = x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "workspace.write", TaskId: task.GetId(),
+		Arguments: `{"path":"a.txt","content":"now"}`})
+	if out.GetStatus() != airlockv1.Status_STATUS_OK {
+		t.Fatalf("after the store recovered: %v", out)
+	}
+	if rep := store.Verify(ctx, bs.Store); !rep.OK() {
+		t.Fatal(rep.String())
+	}
+}
+
+// A task belongs to the caller that began it.
+func TestTaskBelongsToItsCaller(t *testing.T) {
+	x, _, _ := newExecutor(t)
+	ctx := context.Background()
+	a, b := identity.FromUID(1000), identity.FromUID(1001)
+	task, err := x.BeginTask(ctx, a, &airlockv1.BeginTaskRequest{Purpose: "a's"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := x.Submit(ctx, b, &airlockv1.SubmitRequest{Tool: "workspace.list", TaskId: task.GetId(), Arguments: `{}`})
+	if out.GetStatus() != airlockv1.Status_STATUS_DENIED || out.GetError().GetCode() != "task_not_owned" {
+		t.Fatalf("b used a's task: %v", out)
+	}
+	var te *executor.TaskError
+	if _, err := x.EndTask(ctx, b, task.GetId(), ""); !errors.As(err, &te) || te.Code != "not_found" {
+		t.Fatalf("b ended a's task: %v", err)
+	}
+	if _, err := x.GetTask(ctx, b, task.GetId()); !errors.As(err, &te) || te.Code != "not_found" {
+		t.Fatalf("b read a's task: %v", err)
+	}
+	out = x.Submit(ctx, a, &airlockv1.SubmitRequest{Tool: "workspace.list", TaskId: task.GetId(), Arguments: `{}`})
+	if out.GetStatus() != airlockv1.Status_STATUS_OK {
+		t.Fatalf("a's own call: %v", out)
+	}
+	if _, err := x.GetIntent(ctx, b, out.GetIntentId()); !errors.As(err, &te) || te.Code != "not_found" {
+		t.Fatalf("b read a's intent: %v", err)
+	}
+}
