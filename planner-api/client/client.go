@@ -126,14 +126,10 @@ func (c *Client) ListTools(ctx context.Context) ([]*airlockv1.Tool, error) {
 
 // StatusName is the lowercase name of a status: ok, denied,
 // pending_approval, invalid, failed, timeout.
-func StatusName(s airlockv1.Status) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_"))
-}
+func StatusName(s airlockv1.Status) string { return s.Name() }
 
 // EffectName is the lowercase name of an effect: allow, deny, require_approval.
-func EffectName(e airlockv1.Effect) string {
-	return strings.ToLower(strings.TrimPrefix(e.String(), "EFFECT_"))
-}
+func EffectName(e airlockv1.Effect) string { return e.Name() }
 
 // OutcomeJSON renders an outcome as the JSON document `airlock call`
 // prints: lowercase status and effect, output embedded as JSON.

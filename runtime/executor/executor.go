@@ -425,7 +425,7 @@ func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Stat
 		Events: events,
 		Intents: []*store.Intent{{
 			ID: c.out.IntentId, TaskID: c.req.GetTaskId(), Caller: c.caller.SpiffeID, Tool: c.req.GetTool(),
-			Status: statusName(status), Created: c.start.UTC(), Outcome: rec,
+			Status: status.Name(), Created: c.start.UTC(), Outcome: rec,
 		}},
 	}
 	if c.task != nil {
@@ -466,7 +466,7 @@ func (c *call) event(typ string) *audit.Event {
 		ArgsSHA256: c.argsDigest,
 	}
 	if c.out.Status != airlockv1.Status_STATUS_UNSPECIFIED {
-		ev.Status = statusName(c.out.Status)
+		ev.Status = c.out.Status.Name()
 	}
 	if c.tool != nil {
 		ev.Tool = &audit.ToolRef{Name: c.tool.m.Metadata.Name, Version: c.tool.m.Metadata.Version, Digest: c.tool.m.Digest()}
@@ -531,11 +531,6 @@ func effectProto(e policy.Effect) airlockv1.Effect {
 	return airlockv1.Effect_EFFECT_UNSPECIFIED
 }
 
-// StatusName is the lowercase name of a status: ok, denied, pending_approval,
-// invalid, failed, timeout.
-func statusName(s airlockv1.Status) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_"))
-}
 
 // clip bounds a string for logs and messages, keeping it valid UTF-8.
 func clip(s string, n int) string {
