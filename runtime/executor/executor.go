@@ -531,7 +531,6 @@ func effectProto(e policy.Effect) airlockv1.Effect {
 	return airlockv1.Effect_EFFECT_UNSPECIFIED
 }
 
-
 // clip bounds a string for logs and messages, keeping it valid UTF-8.
 func clip(s string, n int) string {
 	if len(s) <= n {
