@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"cel.dev/cel-go/cel"
@@ -30,6 +31,13 @@ const (
 // checks of the decision's deadline.
 const interruptCheckFrequency = 64
 
+// deepArgsFactor: Decide converts light arguments to CEL values all the
+// way down before evaluating when the batch reads args at least
+// deepArgsFactor times per value args holds; below that, converting every
+// value costs more than converting the ones the rules read, each time they
+// read them (a string costs one allocation per read).
+const deepArgsFactor = 2
+
 // maxListRange bounds lists.range(n).
 const maxListRange = 100_000
 
@@ -40,9 +48,10 @@ type Options struct {
 	// an expression that goes over it stops and its rule denies.
 	// Default DefaultCostLimit (about 50-100 ms of CPU on a busy machine).
 	// Rules built only from linear functions, with no comprehension, are
-	// evaluated without cel-go's runtime cost tracker when the decision's
-	// input weighs at most 32 KiB: their cost is then bounded by
-	// construction (see linear.go). Everything else is tracked.
+	// evaluated without cel-go's runtime cost tracker when the part of the
+	// decision's input they can read weighs at most 32 KiB: their cost is
+	// then bounded by construction (see linear.go). Everything else is
+	// tracked.
 	CostLimit uint64
 	// Timeout bounds one whole decision; an expression still running at the
 	// deadline stops (checked inside comprehensions) and its rule denies.
@@ -63,6 +72,10 @@ type Engine struct {
 	costLimit uint64
 	timeout   time.Duration
 	env       map[string]any
+	envVal    ref.Val // env converted to CEL once
+	adapter   types.Adapter
+	objTypes  objectTypeSet
+	acts      sync.Pool // *activation
 	log       zerolog.Logger
 	tools     map[string]*toolRules
 	envLight  bool // env weighs little enough for the fast path
@@ -76,24 +89,38 @@ type rule struct {
 	effect  Effect
 	when    cel.Program
 	message cel.Program // nil when the rule has none
-	src     string
 	id      int
-	linear  bool // see linear.go
+	linear  bool     // see linear.go
+	ast     *cel.Ast // the checked `when`, for per-tool folding (fold.go)
+	// toolName says the `when` selects tool.name (folded per tool).
+	toolName bool
 }
 
 // toolRules are the rules that apply to one tool, by effect, in order:
 // operator policies in the order given to Compile, then the tool's own.
 type toolRules struct {
 	deny, approval, allow []*rule
-	// batch evaluates every `when` above in one go, as a list in the order
-	// deny, approval, allow. Decide uses its result when it evaluates
-	// without error, and falls back to rule-by-rule evaluation otherwise,
-	// so the outcome is always the same as rule by rule. Nil when there
-	// are fewer than two rules or it could not be built.
+	// batch evaluates every `when` above that is not constant for this
+	// tool (fold.go) in one go, as a list in the order deny, approval,
+	// allow. Decide uses its result when it evaluates without error, and
+	// falls back to rule-by-rule evaluation otherwise, so the outcome is
+	// always the same as rule by rule. Nil when every rule is constant or
+	// it could not be built (see batchOK).
 	batch cel.Program
 	// fast is batch without the runtime cost tracker, built when every
 	// rule is linear (see linear.go); nil otherwise.
 	fast cel.Program
+	// batchOK says the rules can be decided from consts and batch.
+	batchOK bool
+	// consts[i] is the value of the i-th `when` (in the order deny,
+	// approval, allow) when it folded to a literal for this tool, else
+	// nil; index[i] is then its position in the batch result list.
+	consts []ref.Val
+	index  []int
+	// argRefs is the number of times the batch refers to args.
+	argRefs int
+	evals   int   // the number of rules in batch
+	reach   reach // the maps of task and tool that batch can read
 }
 
 // NewEnv returns the CEL environment policy expressions are checked in.
@@ -123,6 +150,7 @@ func NewEnv() (*cel.Env, error) {
 		ext.Encoders(),
 		ext.Network(),
 		celfn.Library(),
+		objectFields(), // last: it wraps the final type provider
 	)
 	if err != nil {
 		return nil, fmt.Errorf("policy: build CEL environment: %w", err)
@@ -136,6 +164,7 @@ type compiler struct {
 	popts []cel.ProgramOption
 	ps    Problems
 	n     int
+	fold  *folder
 }
 
 // Compile checks and compiles every rule of the policies and of the tools'
@@ -181,8 +210,16 @@ func Compile(policies []*File, tools []*manifest.Manifest, opts Options) (*Engin
 	if err != nil {
 		return nil, err
 	}
+	fold, err := newFolder(env)
+	if err != nil {
+		return nil, err
+	}
+	e.adapter = env.CELTypeAdapter()
+	e.objTypes = newObjectTypeSet(e.adapter)
+	e.envVal = celValue(e.adapter, e.env)
 	c := &compiler{
-		env: env,
+		env:  env,
+		fold: fold,
 		popts: []cel.ProgramOption{
 			cel.CostLimit(e.costLimit),
 			cel.InterruptCheckFrequency(interruptCheckFrequency),
@@ -254,7 +291,7 @@ func Compile(policies []*File, tools []*manifest.Manifest, opts Options) (*Engin
 				tr.allow = append(tr.allow, r)
 			}
 		}
-		tr.batch, tr.fast = c.batch(tr, batches, e.log)
+		c.batch(tr, name, batches, e.log)
 		e.tools[name] = tr
 	}
 	return e, nil
@@ -318,9 +355,13 @@ func (c *compiler) compileRule(file, where, qname string, r Rule) *rule {
 	if len(c.ps) > before {
 		return nil
 	}
-	cr := &rule{qname: qname, effect: Effect(r.Effect), src: r.When, id: c.n}
+	cr := &rule{qname: qname, effect: Effect(r.Effect), id: c.n}
 	c.n++
-	cr.when, cr.linear = c.compileExpr(file, r.Line, where+".when", qname, r.When, types.BoolType)
+	cr.when, cr.ast = c.compileExpr(file, r.Line, where+".when", qname, r.When, types.BoolType)
+	if cr.ast != nil {
+		cr.linear = isLinear(cr.ast)
+		cr.toolName = mentionsToolName(cr.ast)
+	}
 	if r.Message != "" {
 		line := r.MessageLine
 		if line == 0 {
@@ -335,8 +376,8 @@ func (c *compiler) compileRule(file, where, qname string, r Rule) *rule {
 }
 
 // compileExpr parses, type-checks and plans one expression whose type must
-// be want or dyn, and says whether it is linear (see linear.go).
-func (c *compiler) compileExpr(file string, line int, where, qname, src string, want *types.Type) (cel.Program, bool) {
+// be want or dyn, and returns its program and checked AST.
+func (c *compiler) compileExpr(file string, line int, where, qname, src string, want *types.Type) (cel.Program, *cel.Ast) {
 	a, iss := c.env.Compile(src)
 	if iss != nil && iss.Err() != nil {
 		for _, e := range iss.Errors() {
@@ -346,58 +387,73 @@ func (c *compiler) compileExpr(file string, line int, where, qname, src string, 
 			}
 			c.ps.add(file, line, "rule %s: %s: %s (%s)", qname, where, e.Message, pos)
 		}
-		return nil, false
+		return nil, nil
 	}
 	if t := a.OutputType(); t.Kind() != types.DynKind && !t.IsExactType(want) {
 		c.ps.add(file, line, "rule %s: %s: the expression returns %s, it must return %s",
 			qname, where, t.String(), want.String())
-		return nil, false
+		return nil, nil
 	}
 	prg, err := c.env.Program(a, c.popts...)
 	if err != nil {
 		c.ps.add(file, line, "rule %s: %s: %v", qname, where, err)
-		return nil, false
-	}
-	return prg, isLinear(a)
-}
-
-// batchPrograms are the batch programs of one rule list.
-type batchPrograms struct{ tracked, fast cel.Program }
-
-// batch builds (or reuses) the list programs of every `when` of tr: one
-// with the cost limit, and one without when every rule is linear.
-func (c *compiler) batch(tr *toolRules, cache map[string]batchPrograms, log zerolog.Logger) (cel.Program, cel.Program) {
-	rules := tr.ordered()
-	if len(rules) == 0 {
 		return nil, nil
 	}
+	return prg, a
+}
+
+// batchPrograms are the batch programs of one folded rule list.
+type batchPrograms struct {
+	tracked, fast cel.Program
+	ok            bool
+	reach         reach
+}
+
+// batch folds the rules of tr for the tool named tool (fold.go) and builds
+// (or reuses) the list programs of every `when` that is not constant: one
+// with the cost limit, and one without when every rule is linear. When the
+// programs cannot be built, tr.batchOK stays false and Decide evaluates
+// rule by rule.
+func (c *compiler) batch(tr *toolRules, tool string, cache map[string]batchPrograms, log zerolog.Logger) {
+	rules := tr.ordered()
+	if len(rules) == 0 {
+		return
+	}
+	tr.consts = make([]ref.Val, len(rules))
+	tr.index = make([]int, len(rules))
 	var key strings.Builder
+	var elems []*cel.Ast
 	linear := true
-	for _, r := range rules {
-		fmt.Fprintf(&key, "%d,", r.id)
+	for i, r := range rules {
+		f := c.fold.fold(r, tool)
+		if f.lit != nil {
+			tr.consts[i] = f.lit
+			tr.index[i] = -1
+			continue
+		}
+		tr.index[i] = len(elems)
+		elems = append(elems, f.ast)
+		key.WriteString(f.key)
+		key.WriteByte(',')
 		linear = linear && r.linear
 	}
+	tr.evals = len(elems)
+	for _, a := range elems {
+		tr.argRefs += countIdent(a, "args")
+	}
+	if len(elems) == 0 {
+		tr.batchOK = true
+		return
+	}
 	if bp, ok := cache[key.String()]; ok {
-		return bp.tracked, bp.fast
+		tr.batch, tr.fast, tr.batchOK, tr.reach = bp.tracked, bp.fast, bp.ok, bp.reach
+		return
 	}
-	var src strings.Builder
-	src.WriteString("[\n")
-	for i, r := range rules {
-		if i > 0 {
-			src.WriteString(",\n")
-		}
-		// Newlines keep a trailing // comment from swallowing the rest.
-		src.WriteString("(\n")
-		src.WriteString(r.src)
-		src.WriteString("\n)")
-	}
-	src.WriteString("\n]")
-	var bp batchPrograms
-	a, iss := c.env.Compile(src.String())
-	if iss != nil && iss.Err() != nil {
-		log.Warn().Err(iss.Err()).Msg("policy: cannot compile batch program; evaluating rule by rule")
+	bp := batchPrograms{reach: reachAll}
+	a, err := c.fold.list(elems)
+	if err != nil {
+		log.Warn().Err(err).Msg("policy: cannot compile batch program; evaluating rule by rule")
 	} else {
-		var err error
 		if bp.tracked, err = c.env.Program(a, c.popts...); err != nil {
 			log.Warn().Err(err).Msg("policy: cannot plan batch program; evaluating rule by rule")
 		}
@@ -406,9 +462,11 @@ func (c *compiler) batch(tr *toolRules, cache map[string]batchPrograms, log zero
 				log.Warn().Err(err).Msg("policy: cannot plan fast batch program; using the cost-tracked one")
 			}
 		}
+		bp.ok = bp.tracked != nil
+		bp.reach = reachedMaps(a)
 	}
 	cache[key.String()] = bp
-	return bp.tracked, bp.fast
+	tr.batch, tr.fast, tr.batchOK, tr.reach = bp.tracked, bp.fast, bp.ok, bp.reach
 }
 
 func (tr *toolRules) ordered() []*rule {
@@ -438,32 +496,80 @@ func selects(pf *File, m *manifest.Manifest) bool {
 
 // activation resolves the decision variables without a map.
 type activation struct {
-	caller   *Caller
-	task     *Task
-	tool     *Tool
-	args     any
-	request  *Request
-	approval *Approval
-	env      map[string]any
+	caller, task, tool, request, approval object
+	args                                  any
+	env                                   any
 }
 
 var _ cel.Activation = (*activation)(nil)
+
+// objectTypeSet are the CEL types of the typed variables.
+type objectTypeSet struct{ caller, task, tool, request, approval ref.Type }
+
+func newObjectTypeSet(a types.Adapter) objectTypeSet {
+	return objectTypeSet{
+		caller: objectType[Caller](a), task: objectType[Task](a), tool: objectType[Tool](a),
+		request: objectType[Request](a), approval: objectType[Approval](a),
+	}
+}
+
+// newActivation returns the variables of a decision on in; approval
+// replaces in.Approval.
+func newActivation(a types.Adapter, ts *objectTypeSet, in *Input, approval *Approval, args, env any) *activation {
+	act := &activation{
+		caller:   object{adapter: a, typ: ts.caller},
+		task:     object{adapter: a, typ: ts.task},
+		tool:     object{adapter: a, typ: ts.tool},
+		request:  object{adapter: a, typ: ts.request},
+		approval: object{adapter: a, typ: ts.approval},
+		env:      env,
+	}
+	act.set(in, approval, args)
+	return act
+}
+
+func (a *activation) set(in *Input, approval *Approval, args any) {
+	a.caller.ptr, a.task.ptr, a.tool.ptr = &in.Caller, &in.Task, &in.Tool
+	a.request.ptr, a.approval.ptr = &in.Request, approval
+	a.args = args
+}
+
+// activation returns a pooled activation for a decision on in; args is
+// left nil.
+func (e *Engine) activation(in *Input, approval *Approval) *activation {
+	if a, ok := e.acts.Get().(*activation); ok {
+		a.set(in, approval, nil)
+		return a
+	}
+	return newActivation(e.adapter, &e.objTypes, in, approval, nil, e.envVal)
+}
+
+// release clears a (so that the pool keeps no input alive) and pools it.
+func (e *Engine) release(a *activation) {
+	a.caller.reset()
+	a.task.reset()
+	a.tool.reset()
+	a.request.reset()
+	a.approval.reset()
+	a.args = nil
+	e.acts.Put(a)
+}
 
 // ResolveName implements cel.Activation.
 func (a *activation) ResolveName(name string) (any, bool) {
 	switch name {
 	case "caller":
-		return a.caller, true
+		return &a.caller, true
 	case "task":
-		return a.task, true
+		return &a.task, true
 	case "tool":
-		return a.tool, true
+		return &a.tool, true
 	case "args":
 		return a.args, true
 	case "request":
-		return a.request, true
+		return &a.request, true
 	case "approval":
-		return a.approval, true
+		return &a.approval, true
 	case "env":
 		return a.env, true
 	}
@@ -515,27 +621,43 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	if err := ctx.Err(); err != nil {
 		return deny("policy decision not started: %v", err)
 	}
-	act := &activation{
-		caller: &in.Caller, task: &in.Task, tool: &in.Tool, args: args,
-		request: &in.Request, approval: in.Approval, env: e.env,
+	lightIn, argNodes := weigh(in, args, tr.reach)
+	lightIn = lightIn && e.envLight
+	approval := in.Approval
+	if approval == nil {
+		approval = noApproval
 	}
-	if act.approval == nil {
-		act.approval = noApproval
+	act := e.activation(in, approval)
+	if lightIn && tr.argRefs >= deepArgsFactor*argNodes {
+		// Converted all the way down once, rather than element by element
+		// on every access to args; bounded by fastPathWeight. Worth it
+		// when the rules read args several times per value it holds.
+		act.args = celValue(e.adapter, args)
+	} else {
+		// Adapted once, as cel-go would on every access to args; its
+		// elements are converted when accessed.
+		act.args = e.adapter.NativeToValue(args)
 	}
-	d := decider{e: e, parent: ctx, act: act, tr: tr, in: in}
+	d := decider{e: e, parent: ctx, act: act, tr: tr, in: in, approval: approval}
+	// The activation goes back to the pool when the decision is made:
+	// nothing evaluation returns refers to it.
 	defer d.close()
-	if !e.noBatch {
+	if !e.noBatch && tr.batchOK {
 		var out ref.Val
 		var err error
 		switch {
-		case tr.fast != nil && e.envLight && light(in, args):
+		case tr.batch == nil:
+			// Every rule is constant for this tool.
+			d.batched = true
+		case tr.fast != nil && lightIn:
 			// Bounded by construction (linear.go): no tracker, no deadline.
 			out, _, err = tr.fast.Eval(act)
-		case tr.batch != nil:
+		default:
 			out, _, err = tr.batch.ContextEval(d.context(), act)
 		}
-		if l, ok := out.(traits.Lister); ok && err == nil {
-			d.results = l
+		if l, ok := out.(traits.Lister); ok && err == nil && l.Size() == types.Int(tr.evals) {
+			d.results, d.batched = l, true
+			d.vals, _ = l.Value().([]ref.Val)
 		}
 	}
 	return d.decide()
@@ -543,14 +665,18 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 
 // decider is the state of one decision.
 type decider struct {
-	e       *Engine
-	parent  context.Context
-	ctx     context.Context // parent with the decision timeout; made on first use
-	cancel  context.CancelFunc
-	act     *activation
-	tr      *toolRules
-	in      *Input
-	results traits.Lister // batch results, nil to evaluate rule by rule
+	e      *Engine
+	parent context.Context
+	ctx    context.Context // parent with the decision timeout; made on first use
+	cancel context.CancelFunc
+	act    *activation
+	tr     *toolRules
+	in     *Input
+	// approval is in.Approval, or noApproval.
+	approval *Approval
+	results  traits.Lister // batch results
+	vals     []ref.Val     // results as a slice, when they are one
+	batched  bool          // decide from tr.consts and results, not rule by rule
 }
 
 // context returns the decision's context, with its deadline.
@@ -565,6 +691,7 @@ func (d *decider) close() {
 	if d.cancel != nil {
 		d.cancel()
 	}
+	d.e.release(d.act)
 }
 
 func (d *decider) decide() Decision {
@@ -619,12 +746,12 @@ func (d *decider) decide() Decision {
 		return Decision{Effect: Deny, Rules: failed, Message: failMessage(firstFailed, firstErr)}
 	}
 	if firstRA != nil {
-		switch d.act.approval.State {
+		switch d.approval.State {
 		case ApprovalApproved:
 			// Satisfied: an allow rule must still allow the call.
 		case ApprovalDenied:
 			return Decision{Effect: Deny, Rules: approvalRules,
-				Message: fmt.Sprintf("the approval that rule %s requires was denied by %q", firstRA.qname, d.act.approval.Approver)}
+				Message: fmt.Sprintf("the approval that rule %s requires was denied by %q", firstRA.qname, d.approval.Approver)}
 		default:
 			msg, err := d.message(firstRA)
 			switch {
@@ -675,8 +802,14 @@ func failMessage(r *rule, err error) string {
 // else on its own.
 func (d *decider) when(r *rule, pos int) (bool, error) {
 	var v ref.Val
-	if d.results != nil {
-		v = d.results.Get(types.Int(pos))
+	if d.batched {
+		if v = d.tr.consts[pos]; v == nil {
+			if i := d.tr.index[pos]; i < len(d.vals) {
+				v = d.vals[i]
+			} else {
+				v = d.results.Get(types.Int(i))
+			}
+		}
 	} else {
 		out, _, err := r.when.ContextEval(d.context(), d.act)
 		if err != nil {

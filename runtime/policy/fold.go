@@ -181,3 +181,18 @@ func (f *folder) list(elems []*cel.Ast) (*cel.Ast, error) {
 func mentionsToolName(a *cel.Ast) bool {
 	return len(toolNameSelects(a.NativeRep())) > 0
 }
+
+// countIdent returns how many times a checked AST refers to the global
+// variable name.
+func countIdent(a *cel.Ast, name string) int {
+	n := 0
+	refs := a.NativeRep().ReferenceMap()
+	celast.PostOrderVisit(a.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() == celast.IdentKind && e.AsIdent() == name {
+			if r, ok := refs[e.ID()]; ok && r.Name == name && r.Value == nil {
+				n++
+			}
+		}
+	}))
+	return n
+}

@@ -23,8 +23,8 @@ func evalExpr(t *testing.T, expr string, args any) (any, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _, err := prg.Eval(&activation{args: args, caller: &Caller{}, task: &Task{}, tool: &Tool{},
-		request: &Request{}, approval: noApproval, env: map[string]any{}})
+	ts := newObjectTypeSet(env.CELTypeAdapter())
+	out, _, err := prg.Eval(newActivation(env.CELTypeAdapter(), &ts, &Input{}, noApproval, args, map[string]any{}))
 	if err != nil {
 		return nil, err
 	}

@@ -67,3 +67,50 @@ func TestHeavyInputTakesTheTrackedPath(t *testing.T) {
 		t.Fatalf("fast = %v, batch = %v", tr.fast != nil, tr.batch != nil)
 	}
 }
+
+func TestReachedMaps(t *testing.T) {
+	env, err := NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]reach{
+		`caller.spiffe_id == "a" && task.id == "t" && tool.name == "n"`: 0,
+		`task.labels.team == "a"`:                       reachTaskLabels,
+		`tool.labels.team == "a" && tool.risk == "low"`: reachToolLabels,
+		`has(tool.capabilities.network)`:                reachToolCaps,
+		`tool.?capabilities.hasValue()`:                 reachToolLabels | reachToolCaps,
+		`dyn(task) == task`:                             reachTaskLabels,
+		`[tool][0].name == "x"`:                         reachToolLabels | reachToolCaps,
+		`args.exists(tool, tool == "x")`:                reachToolLabels | reachToolCaps, // conservative
+	}
+	for src, want := range cases {
+		a, iss := env.Compile(src)
+		if iss != nil && iss.Err() != nil {
+			t.Fatalf("%s: %v", src, iss.Err())
+		}
+		if got := reachedMaps(a); got != want {
+			t.Errorf("reachedMaps(%s) = %b, want %b", src, got, want)
+		}
+	}
+}
+
+// TestUnreadMapsDoNotWeigh checks that heavy tool capabilities count
+// towards the fast path's weight only when the tool's rules can read them.
+func TestUnreadMapsDoNotWeigh(t *testing.T) {
+	tools := defaultTools()
+	heavy := map[string]any{"x": strings.Repeat("c", fastPathWeight)}
+	for rules, wantLight := range map[string]bool{
+		allowLocal: true,
+		allowLocal + "    - name: caps\n      effect: deny\n      when: 'has(tool.capabilities.x) && tool.capabilities.x == \"\"'\n": false,
+		allowLocal + "    - name: whole\n      effect: deny\n      when: 'dyn(tool) == tool && args.size() > 100'\n":                 false,
+	} {
+		e, _ := load(t, tools, Options{}, map[string]string{"a.yaml": policyDoc("a", `{tools: ["*"]}`, rules)})
+		in := input(t, localCaller, "json.query", map[string]any{}, tools)
+		in.Tool.Capabilities = heavy
+		tr := e.tools["json.query"]
+		if got, _ := weigh(in, in.Args, tr.reach); got != wantLight {
+			t.Errorf("rules %q: light = %v, want %v", rules, got, wantLight)
+		}
+		wantDecision(t, decide(t, e, in), Allow, []string{"a/allow-local"}, "")
+	}
+}

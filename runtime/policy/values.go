@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+
 	"github.com/airlock-dev/airlock/runtime/manifest"
 )
 
@@ -170,4 +173,40 @@ func ToolFromManifest(m *manifest.Manifest) (Tool, error) {
 		t.Capabilities = map[string]any{}
 	}
 	return t, nil
+}
+
+// celValue converts a normalized JSON-like value (see normalizeValue) to
+// CEL values all the way down, so that evaluation does not convert it again
+// on every access. Maps become map(string, dyn) and lists list(dyn), the
+// types cel-go gives the same values when it converts them lazily. The
+// work is proportional to the size of v; Decide calls it only for inputs
+// within fastPathWeight.
+func celValue(a types.Adapter, v any) ref.Val {
+	switch x := v.(type) {
+	case nil:
+		return types.NullValue
+	case bool:
+		return types.Bool(x)
+	case int64:
+		return types.Int(x)
+	case int:
+		return types.Int(x)
+	case float64:
+		return types.Double(x)
+	case string:
+		return types.String(x)
+	case []any:
+		out := make([]ref.Val, len(x))
+		for i, e := range x {
+			out[i] = celValue(a, e)
+		}
+		return types.NewRefValList(a, out)
+	case map[string]any:
+		out := make(map[string]ref.Val, len(x))
+		for k, e := range x {
+			out[k] = celValue(a, e)
+		}
+		return types.NewMap(a, out)
+	}
+	return a.NativeToValue(v) // not produced by normalizeValue; convert as cel-go would
 }
