@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/airlock-dev/airlock/runtime/identity"
 	"math"
 	"strconv"
 	"strings"
@@ -119,23 +120,11 @@ func normalizeCopy(v any, depth int) (any, error) {
 // CallerFromSPIFFE builds a Caller from a SPIFFE ID of the form
 // spiffe://TRUST-DOMAIN/PATH. The path keeps its leading "/".
 func CallerFromSPIFFE(id string) (Caller, error) {
-	rest, ok := strings.CutPrefix(id, "spiffe://")
-	if !ok {
-		return Caller{}, fmt.Errorf("%q is not a SPIFFE ID: it must start with spiffe://", id)
+	c, err := identity.Parse(id)
+	if err != nil {
+		return Caller{}, err
 	}
-	td, path, _ := strings.Cut(rest, "/")
-	if td == "" {
-		return Caller{}, fmt.Errorf("%q is not a SPIFFE ID: the trust domain is empty", id)
-	}
-	for _, r := range td {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
-			return Caller{}, fmt.Errorf("%q is not a SPIFFE ID: trust domain %q may hold only lower-case letters, digits, '.', '-' and '_'", id, td)
-		}
-	}
-	if path != "" {
-		path = "/" + path
-	}
-	return Caller{SpiffeID: id, TrustDomain: td, Path: path}, nil
+	return Caller{SpiffeID: c.SpiffeID, TrustDomain: c.TrustDomain, Path: c.Path}, nil
 }
 
 // ToolFromManifest builds the `tool` variable of a decision from a tool's
