@@ -21,7 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
@@ -412,7 +412,7 @@ func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Stat
 	c.out.AuditEventId = ev.ID
 	c.out.Duration = durationpb.New(time.Since(c.start))
 	ev.DurationUS = time.Since(c.start).Microseconds()
-	rec, err := protojson.Marshal(c.out)
+	rec, err := proto.Marshal(c.out)
 	if err != nil {
 		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("internal", "encode outcome: "+err.Error(), ""))
 		return

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/airlock-dev/airlock/internal/ids"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
@@ -30,7 +30,7 @@ func (e *Executor) GetIntent(ctx context.Context, caller identity.Caller, id str
 		return nil, notFound
 	}
 	out := &airlockv1.Outcome{}
-	if err := protojson.Unmarshal(in.Outcome, out); err != nil {
+	if err := proto.Unmarshal(in.Outcome, out); err != nil {
 		return nil, fmt.Errorf("decode stored outcome of intent %s: %w", id, err)
 	}
 	return out, nil

@@ -35,7 +35,7 @@ type Intent struct {
 	Tool    string
 	Status  string
 	Created time.Time
-	// Outcome is the outcome message, serialized by the caller (protojson).
+	// Outcome is the outcome message, serialized by the caller (binary protobuf).
 	Outcome []byte
 }
 
@@ -52,6 +52,30 @@ type Batch struct {
 	Tasks []*Task
 	// CallCounts adds to the call count of the named tasks.
 	CallCounts map[string]int64
+	// Leases are inserted or replaced by ID. Replacing never clears a
+	// stored RevokedAt: only RevokedLeases sets it.
+	Leases []*Lease
+	// RevokedLeases marks the named leases revoked at the given time. A
+	// lease already revoked keeps its first revocation time; an unknown
+	// lease id fails the commit.
+	RevokedLeases map[string]time.Time
+}
+
+// Lease is one credential issued to one call of a task. It never holds the
+// credential's value.
+type Lease struct {
+	ID         string
+	TaskID     string
+	Tool       string
+	Source     string // name of the credential source that issued it
+	Credential string // name of the credential in the tool's manifest
+	IssuedAt   time.Time
+	ExpiresAt  time.Time // never later than the task's expiry
+	RevokedAt  time.Time // zero while the lease may be live at its source
+	// Ref is what the source needs to revoke the lease, sealed (encrypted
+	// and authenticated) by the credentials package. The store treats it as
+	// opaque bytes.
+	Ref []byte
 }
 
 // Record is an audit event as stored: the exact hashed body and hash. It is
@@ -72,6 +96,13 @@ type Store interface {
 	AuditRecords(ctx context.Context, after int64, limit int) ([]Record, error)
 	// AuditTail returns the last n records, in order.
 	AuditTail(ctx context.Context, n int) ([]Record, error)
+	// OpenLeases returns the leases of taskID that are not revoked, oldest
+	// first.
+	OpenLeases(ctx context.Context, taskID string) ([]*Lease, error)
+	// LeasesDue returns up to limit leases, oldest first, that are not
+	// revoked and are due for revocation at now: the lease or its task has
+	// expired, the task has ended, or the task is unknown.
+	LeasesDue(ctx context.Context, now time.Time, limit int) ([]*Lease, error)
 	// Close flushes and closes the store.
 	Close() error
 }
