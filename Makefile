@@ -42,10 +42,7 @@ lint: tools ## static gates: vet, gofmt, go mod tidy, generated code, manifest p
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@cp go.mod /tmp/airlock.go.mod.bak; cp go.sum /tmp/airlock.go.sum.bak; \
-	  $(GO) mod tidy; \
-	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum: commit the result"; git diff -- go.mod go.sum | head -40; \
-	    cp /tmp/airlock.go.mod.bak go.mod; cp /tmp/airlock.go.sum.bak go.sum; exit 1; fi
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit"; $(GO) mod tidy -diff | head -40; exit 1; }
 	@$(MAKE) --no-print-directory proto
 	@git diff --exit-code --stat -- planner-api/airlockv1 || { echo "generated code is stale: run make proto and commit"; exit 1; }
 	@./tools/pin.sh --check
