@@ -137,10 +137,7 @@ func (m *Main) toolsCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSION\tRISK\tDESCRIPTION")
 			for _, t := range tools {
-				d := t.GetDescription()
-				if i := strings.IndexAny(d, "\n"); i >= 0 {
-					d = d[:i]
-				}
+				d := summary(t.GetDescription())
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.GetName(), t.GetVersion(), t.GetRisk(), d)
 			}
 			return tw.Flush()
@@ -314,4 +311,19 @@ func printProto(w io.Writer, msg proto.Message) error {
 	}
 	_, err = fmt.Fprintln(w, string(b))
 	return err
+}
+
+// summary is the first sentence of a description, at most 100 bytes: the
+// table stays readable; `airlock tools --json` has the whole text.
+func summary(d string) string {
+	if i := strings.IndexByte(d, '\n'); i >= 0 {
+		d = d[:i]
+	}
+	if i := strings.Index(d, ". "); i >= 0 {
+		d = d[:i+1]
+	}
+	if len(d) > 100 {
+		d = strings.ToValidUTF8(d[:97], "") + "..."
+	}
+	return d
 }

@@ -502,8 +502,12 @@ func (e *Executor) commit(ctx context.Context, b *store.Batch) error {
 
 // logEvent mirrors a committed audit event to the log.
 func (e *Executor) logEvent(ev *audit.Event) {
-	l := e.log.Info().Int64("seq", ev.Seq).Str("event", ev.ID).Str("type", ev.Type).
-		Str("caller", ev.Caller).Str("intent", ev.IntentID).Str("task", ev.TaskID).Str("status", ev.Status)
+	l := e.log.Info().Int64("seq", ev.Seq).Str("event", ev.ID).Str("type", ev.Type).Str("caller", ev.Caller)
+	for _, f := range [...][2]string{{"intent", ev.IntentID}, {"task", ev.TaskID}, {"status", ev.Status}} {
+		if f[1] != "" {
+			l = l.Str(f[0], f[1])
+		}
+	}
 	if ev.Tool != nil {
 		l = l.Str("tool", ev.Tool.Name)
 	}
