@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 )
 
@@ -48,7 +49,20 @@ type Call struct {
 	// Env is extra environment for the guest (manifest env and env-injected
 	// credentials), already decided by the executor.
 	Env map[string]string
+	// Egress performs the guest's HTTP requests (the airlock_v1 host
+	// functions), already bound by the executor to the tool's network rules
+	// and this call's injected credentials (an *egress.Binding). nil: the
+	// guest's requests fail with "network_not_granted".
+	Egress Egress
 }
+
+// Egress sends one HTTP request of a tool under its allowlist, attaching
+// credentials host-side. A non-nil error should be an *egress.Error.
+type Egress interface {
+	Do(ctx context.Context, req egress.Request) (*egress.Response, error)
+}
+
+var _ Egress = (*egress.Binding)(nil)
 
 // Result is a completed run: the tool exited 0 and Output is its stdout.
 type Result struct {

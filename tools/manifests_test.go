@@ -39,13 +39,13 @@ func tree(t *testing.T) string {
 		}
 	}
 	yamls, _ := filepath.Glob(filepath.Join(root, "manifests", "tools", "*.yaml"))
-	if len(yamls) != 6 {
-		t.Fatalf("found %d manifests in manifests/tools, want 6", len(yamls))
+	if len(yamls) != 7 {
+		t.Fatalf("found %d manifests in manifests/tools, want 7", len(yamls))
 	}
 	for _, y := range yamls {
 		copyFile(y, filepath.Join(dir, filepath.Base(y)))
 	}
-	for _, name := range []string{"jsonquery", "htmltext", "workspace"} {
+	for _, name := range []string{"jsonquery", "htmltext", "workspace", "httpfetch"} {
 		copyFile(wasmtest.BuildGo(t, "./tools/"+name), filepath.Join(tmp, "build", "wasm", name+".wasm"))
 	}
 	copyFile(filepath.Join(root, "tools", "textwc", "textwc.wasm"), filepath.Join(tmp, "tools", "textwc", "textwc.wasm"))
@@ -65,7 +65,7 @@ func tree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if out, err := pin(append([]string{"--check"}, files...)...); err == nil || strings.Count(out, "pinned "+zero) != 6 {
+	if out, err := pin(append([]string{"--check"}, files...)...); err == nil || strings.Count(out, "pinned "+zero) != 7 {
 		t.Fatalf("pin.sh --check on unpinned manifests: %v\n%s", err, out)
 	}
 	// ...pin.sh fixes them, and the check passes.
@@ -144,6 +144,11 @@ func TestManifests(t *testing.T) {
 		{"text.wc", `{"text": "x", "more": 1}`},
 		{"workspace.write", `{"path": "a", "content": "x", "mode": 511}`},
 		{"workspace.list", `{"path": "."}`},
+		{"http.fetch", `{"url": "ftp://example.org/"}`},
+		{"http.fetch", `{"url": "https://example.org/", "method": "TRACE"}`},
+		{"http.fetch", `{"url": "https://example.org/", "headers": {"a b": "c"}}`},
+		{"http.fetch", `{"url": "https://example.org/", "headers": {"A": ["x"]}}`},
+		{"http.fetch", `{}`},
 	}
 	for _, p := range []string{"/etc/passwd", "../x", "a/../../x", "..", ".", "a/./b", "a//b", "", "a\u0000b", "a/"} {
 		arg, _ := json.Marshal(p)
@@ -153,6 +158,14 @@ func TestManifests(t *testing.T) {
 		if _, err := byName[r.tool].ValidateArgs([]byte(r.args)); err == nil {
 			t.Errorf("%s: the input schema accepts %s", r.tool, r.args)
 		}
+	}
+	// http.fetch runs only with egress (runtime/egress tests it end to end);
+	// here its schemas take its documented example.
+	if _, err := byName["http.fetch"].ValidateArgs([]byte(`{"url": "https://example.org/", "method": "POST", "headers": {"Accept": "text/plain"}, "body": "x"}`)); err != nil {
+		t.Errorf("http.fetch: the input schema refuses a valid request: %v", err)
+	}
+	if _, err := byName["http.fetch"].ValidateOutput([]byte(`{"status": 200, "headers": {"Content-Type": "text/html"}, "body": "<!doctype html>", "truncated": false}`)); err != nil {
+		t.Errorf("http.fetch: the output schema refuses its example: %v", err)
 	}
 	for _, p := range []string{"a", "notes/plan.md", "..foo", ".hidden/x", "a..b/c.d", "日本/ファイル.txt"} {
 		arg, _ := json.Marshal(p)
@@ -169,6 +182,14 @@ func TestManifests(t *testing.T) {
 			t.Errorf("%s: workspace granted=%v readOnly=%v", name, granted, readOnly)
 		}
 		c := m.Spec.Capabilities
+		if name == "http.fetch" {
+			// The shipped allowlist: GET and HEAD on https://example.org only.
+			if len(c.Network) != 1 || c.Network[0].Host != "example.org" || strings.Join(c.Network[0].Schemes, ",") != "https" ||
+				strings.Join(c.Network[0].Methods, ",") != "GET,HEAD" || len(c.Network[0].Ports) != 0 {
+				t.Errorf("http.fetch: network %+v, want GET and HEAD on https://example.org", c.Network)
+			}
+			c.Network = nil
+		}
 		if len(c.Network) > 0 || len(c.Env) > 0 || len(c.Credentials) > 0 || c.Clock {
 			t.Errorf("%s: grants more than it needs: %+v", name, c)
 		}

@@ -57,6 +57,16 @@ type Config struct {
 	// MaxStderr caps the stderr kept per call; a guest writing more is
 	// stopped with sandbox.KindOutputLimit (default DefaultMaxStderr).
 	MaxStderr int
+	// MaxHTTPRequests bounds the airlock_v1 HTTP requests of one call
+	// (default DefaultMaxHTTPRequests).
+	MaxHTTPRequests int
+	// MaxHTTPResponseBytes bounds the response body bytes one call may
+	// receive over all its requests; a response past it is truncated
+	// (default DefaultMaxHTTPResponseBytes).
+	MaxHTTPResponseBytes int64
+	// MaxHTTPRequestBytes bounds the JSON request a guest passes to
+	// http_request (default DefaultMaxHTTPRequestBytes).
+	MaxHTTPRequestBytes int
 	// Logger receives prepare and run events; the zero value logs nothing
 	// (like zerolog.Nop()). Guest output and environment are never logged.
 	Logger zerolog.Logger
@@ -68,6 +78,9 @@ type Backend struct {
 	global    chan struct{}
 	maxStderr int
 	log       zerolog.Logger
+	httpReqs  int
+	httpBytes int64
+	httpReq   uint32
 
 	mu     sync.Mutex
 	tools  map[*tool]struct{}
@@ -81,8 +94,17 @@ var (
 
 // New returns a Backend with the compilation cache of cfg.
 func New(_ context.Context, cfg Config) (*Backend, error) {
-	if cfg.MaxInstances < 0 || cfg.MaxStderr < 0 {
-		return nil, errors.New("wasm backend: MaxInstances and MaxStderr must not be negative (0 selects the default)")
+	if cfg.MaxInstances < 0 || cfg.MaxStderr < 0 || cfg.MaxHTTPRequests < 0 || cfg.MaxHTTPResponseBytes < 0 || cfg.MaxHTTPRequestBytes < 0 {
+		return nil, errors.New("wasm backend: MaxInstances, MaxStderr and the MaxHTTP limits must not be negative (0 selects the default)")
+	}
+	if cfg.MaxHTTPRequests == 0 {
+		cfg.MaxHTTPRequests = DefaultMaxHTTPRequests
+	}
+	if cfg.MaxHTTPResponseBytes == 0 {
+		cfg.MaxHTTPResponseBytes = DefaultMaxHTTPResponseBytes
+	}
+	if cfg.MaxHTTPRequestBytes == 0 || cfg.MaxHTTPRequestBytes > 1<<30 {
+		cfg.MaxHTTPRequestBytes = DefaultMaxHTTPRequestBytes
 	}
 	if cfg.MaxInstances == 0 {
 		cfg.MaxInstances = DefaultMaxInstances
@@ -105,6 +127,9 @@ func New(_ context.Context, cfg Config) (*Backend, error) {
 		cache:     cache,
 		global:    make(chan struct{}, cfg.MaxInstances),
 		maxStderr: cfg.MaxStderr,
+		httpReqs:  cfg.MaxHTTPRequests,
+		httpBytes: cfg.MaxHTTPResponseBytes,
+		httpReq:   uint32(cfg.MaxHTTPRequestBytes),
 		log:       log.With().Str("component", "sandbox.wasm").Logger(),
 		tools:     map[*tool]struct{}{},
 	}, nil
@@ -188,6 +213,12 @@ func (b *Backend) Prepare(ctx context.Context, m *manifest.Manifest) (sandbox.To
 		_ = rt.Close(ctx)
 		return nil, &sandbox.Error{Kind: sandbox.KindInternal, Message: "cannot instantiate wasi_snapshot_preview1", Err: err}
 	}
+	if len(m.Spec.Capabilities.Network) > 0 {
+		if err := instantiateHostModule(ctx, rt); err != nil {
+			_ = rt.Close(ctx)
+			return nil, &sandbox.Error{Kind: sandbox.KindInternal, Message: "cannot instantiate the " + HostModule + " host module", Err: err}
+		}
+	}
 	start := time.Now()
 	compiled, err := rt.CompileModule(ctx, bin)
 	if err != nil {
@@ -214,8 +245,8 @@ func (b *Backend) Prepare(ctx context.Context, m *manifest.Manifest) (sandbox.To
 }
 
 // checkImports refuses every import the manifest does not grant: only
-// wasi_snapshot_preview1 functions, and airlock_v1 functions when network is
-// granted (none exist yet, so those are refused as not provided).
+// wasi_snapshot_preview1 functions, and the airlock_v1 functions this
+// executor provides when network is granted.
 func checkImports(imports []importEntry, m *manifest.Manifest, path string) error {
 	name := m.Metadata.Name
 	for _, im := range imports {
@@ -229,7 +260,9 @@ func checkImports(imports []importEntry, m *manifest.Manifest, path string) erro
 			if len(m.Spec.Capabilities.Network) == 0 {
 				return moduleError("tool %s: module %s imports host function %s but the manifest grants no network: grant capabilities.network or rebuild the tool without it", name, path, what)
 			}
-			return moduleError("tool %s: module %s imports host function %s, which is not provided by this executor: upgrade airlock or rebuild the tool without it", name, path, what)
+			if im.Kind != externFunc || !hostFuncs[im.Name] {
+				return moduleError("tool %s: module %s imports host function %s, which is not provided by this executor: upgrade airlock or rebuild the tool without it", name, path, what)
+			}
 		default:
 			return moduleError("tool %s: module %s imports %s, which is not granted: a tool may import only wasi_snapshot_preview1 and %s functions; rebuild it without that import", name, path, what, HostModule)
 		}
@@ -244,14 +277,20 @@ func checkSignatures(rt wazero.Runtime, compiled wazero.CompiledModule, name, pa
 	if wasi == nil {
 		return &sandbox.Error{Kind: sandbox.KindInternal, Message: "wasi_snapshot_preview1 is not instantiated"}
 	}
-	host := wasi.ExportedFunctionDefinitions()
+	provided := map[string]map[string]api.FunctionDefinition{wasi_snapshot_preview1.ModuleName: wasi.ExportedFunctionDefinitions()}
+	if hm := rt.Module(HostModule); hm != nil {
+		provided[HostModule] = hm.ExportedFunctionDefinitions()
+	}
 	for _, def := range compiled.ImportedFunctions() {
 		mod, fn, _ := def.Import()
-		h, ok := host[fn]
-		if mod != wasi_snapshot_preview1.ModuleName || !ok {
+		h, ok := provided[mod][fn]
+		if !ok {
 			return moduleError("tool %s: module %s imports %s.%s, which this executor does not provide: rebuild it for wasip1", name, path, mod, fn)
 		}
 		if !sameTypes(def.ParamTypes(), h.ParamTypes()) || !sameTypes(def.ResultTypes(), h.ResultTypes()) {
+			if mod == HostModule {
+				return moduleError("tool %s: module %s imports host function %s.%s with type %s, which is not provided by this executor (it provides %s): rebuild the tool with the current tools/sdk", name, path, mod, fn, signature(def), signature(h))
+			}
 			return moduleError("tool %s: module %s imports %s.%s with the wrong signature: rebuild it for wasip1", name, path, mod, fn)
 		}
 	}
@@ -260,6 +299,18 @@ func checkSignatures(rt wazero.Runtime, compiled wazero.CompiledModule, name, pa
 		return moduleError("tool %s: module %s imports memory %s.%s, which is not granted: rebuild it to define its own memory", name, path, mod, n)
 	}
 	return nil
+}
+
+// signature writes a function type like (i32, i32) -> i32.
+func signature(def api.FunctionDefinition) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(s, ", ") + ")"
+	}
+	return names(def.ParamTypes()) + " -> " + names(def.ResultTypes())
 }
 
 func sameTypes(a, b []api.ValueType) bool {

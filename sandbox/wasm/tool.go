@@ -41,6 +41,7 @@ type tool struct {
 	sem      chan struct{}
 	fsGrant  bool
 	fsRO     bool
+	network  bool
 	log      zerolog.Logger
 
 	mu       sync.Mutex
@@ -76,6 +77,7 @@ func newTool(b *Backend, m *manifest.Manifest, rt wazero.Runtime, compiled wazer
 		sem:      make(chan struct{}, conc),
 		log:      b.log.With().Str("tool", m.Metadata.Name).Logger(),
 	}
+	t.network = len(m.Spec.Capabilities.Network) > 0
 	for _, g := range m.Spec.Capabilities.Filesystem {
 		if g.Path == "workspace" {
 			t.fsGrant = true
@@ -152,6 +154,12 @@ func (t *tool) Run(ctx context.Context, call *sandbox.Call) (*sandbox.Result, er
 	guard := &memoryGuard{limit: t.limit}
 	mcfg = mcfg.WithStdout(stdout).WithStderr(stderr)
 	instCtx = experimental.WithMemoryAllocator(instCtx, guard)
+	var hc *hostCall
+	if t.network {
+		hc = &hostCall{egress: call.Egress, maxRequests: t.b.httpReqs, maxBytes: t.b.httpBytes, maxReq: t.b.httpReq,
+			log: t.log.With().Str("task", call.TaskID).Logger()}
+		instCtx = withHostCall(instCtx, hc)
+	}
 
 	start := time.Now()
 	mod, runErr := t.rt.InstantiateModule(instCtx, t.compiled, mcfg)
@@ -166,6 +174,11 @@ func (t *tool) Run(ctx context.Context, call *sandbox.Call) (*sandbox.Result, er
 	ev := t.log.Debug()
 	if serr != nil {
 		ev = t.log.Info()
+	}
+	if hc != nil {
+		hc.mu.Lock()
+		ev = ev.Int("http_requests", hc.requests).Int64("http_bytes", hc.bytes)
+		hc.mu.Unlock()
 	}
 	ev.Str("task", call.TaskID).Dur("duration", dur).Int("stdout_bytes", len(out)).
 		Int("stderr_bytes", len(errOut)).Uint64("memory_peak", guard.peak.Load()).

@@ -1,6 +1,6 @@
 // Package sqlite is the embedded SQLite implementation of store.Store
-// (modernc.org/sqlite, pure Go). It keeps tasks, intent outcomes and the
-// hash-chained audit log in one file.
+// (modernc.org/sqlite, pure Go). It keeps tasks, intent outcomes, credential
+// leases and the hash-chained audit log in one file.
 //
 // Writes go through a single connection (SQLite has one writer anyway) in
 // WAL mode with synchronous=FULL by default, so a returned Commit is on
@@ -64,6 +64,8 @@ type Store struct {
 	upsertIntnt *sql.Stmt
 	upsertTask  *sql.Stmt
 	addCount    *sql.Stmt
+	upsertLease *sql.Stmt
+	revokeLease *sql.Stmt
 
 	mu     sync.Mutex // serializes Commit and Close; guards head and closed
 	closed bool
@@ -161,6 +163,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 				sensitivity = excluded.sensitivity, labels = excluded.labels, started_at = excluded.started_at,
 				expires_at = excluded.expires_at, ended_at = excluded.ended_at`},
 		{&s.addCount, `UPDATE tasks SET call_count = call_count + ? WHERE id = ?`},
+		{&s.upsertLease, `INSERT INTO leases (id, task_id, tool, source, credential, issued_at, expires_at, revoked_at, ref)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, tool = excluded.tool, source = excluded.source,
+				credential = excluded.credential, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
+				revoked_at = coalesce(leases.revoked_at, excluded.revoked_at), ref = excluded.ref`},
+		{&s.revokeLease, `UPDATE leases SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`},
 	} {
 		st, err := w.PrepareContext(ctx, p.text)
 		if err != nil {
@@ -221,7 +229,8 @@ func (s *Store) Head(ctx context.Context) (audit.Head, error) {
 
 // Commit applies the batches in one transaction, in order: for each batch,
 // its events are sealed into the chain and inserted, then its intents and
-// tasks are upserted, then its call counts are added. On success every
+// tasks are upserted, then its call counts are added, then its leases are
+// upserted and its lease revocations applied. On success every
 // event has Seq, PrevHash and Hash set. Events without an ID get one
 // (ids.New("evt")) and events without a Time get the commit time. On
 // failure nothing is written and the events' Seq, PrevHash and Hash are
@@ -268,6 +277,8 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 	upsertIntent := tx.StmtContext(ctx, s.upsertIntnt)
 	upsertTask := tx.StmtContext(ctx, s.upsertTask)
 	addCount := tx.StmtContext(ctx, s.addCount)
+	upsertLease := tx.StmtContext(ctx, s.upsertLease)
+	revokeLease := tx.StmtContext(ctx, s.revokeLease)
 	now := time.Now().UTC()
 
 	for bi, b := range batches {
@@ -331,6 +342,27 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 			}
 			if k, err := res.RowsAffected(); err != nil || k != 1 {
 				return fmt.Errorf("commit: add call count to task %s: no such task: store the task before counting its calls", id)
+			}
+		}
+		for li, l := range b.Leases {
+			if l == nil || l.ID == "" || l.TaskID == "" || l.Source == "" || l.ExpiresAt.IsZero() {
+				return fmt.Errorf("commit: batch %d lease %d needs an id, a task id, a source and an expiry", bi, li)
+			}
+			if _, err := upsertLease.ExecContext(ctx, l.ID, l.TaskID, l.Tool, l.Source, l.Credential,
+				fmtTime(l.IssuedAt), fmtTime(l.ExpiresAt), fmtTime(l.RevokedAt), l.Ref); err != nil {
+				return fmt.Errorf("commit: store lease %s: %w", l.ID, err)
+			}
+		}
+		for id, at := range b.RevokedLeases {
+			if at.IsZero() {
+				return fmt.Errorf("commit: revoke lease %s: the revocation time is zero", id)
+			}
+			res, err := revokeLease.ExecContext(ctx, fmtTime(at), id)
+			if err != nil {
+				return fmt.Errorf("commit: revoke lease %s: %w", id, err)
+			}
+			if k, err := res.RowsAffected(); err != nil || k != 1 {
+				return fmt.Errorf("commit: revoke lease %s: no such lease: store the lease before revoking it", id)
 			}
 		}
 	}
@@ -441,6 +473,67 @@ func scanRecords(rows *sql.Rows, capHint int, reverse bool) ([]store.Record, err
 	return out, nil
 }
 
+const leaseColumns = `l.id, l.task_id, l.tool, l.source, l.credential, l.issued_at, l.expires_at, l.revoked_at, l.ref`
+
+// OpenLeases returns the leases of taskID that are not revoked, oldest
+// first (at most MaxPage).
+func (s *Store) OpenLeases(ctx context.Context, taskID string) ([]*store.Lease, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+leaseColumns+` FROM leases l
+		WHERE l.task_id = ? AND l.revoked_at IS NULL ORDER BY l.issued_at, l.id LIMIT ?`, taskID, MaxPage)
+	if err != nil {
+		return nil, fmt.Errorf("read open leases of task %q: %w", taskID, err)
+	}
+	return scanLeases(rows)
+}
+
+// LeasesDue returns up to limit leases, oldest first, that are not revoked
+// and are due for revocation at now: the lease or its task has expired, the
+// task has ended, or the task is not in the store. limit must be positive;
+// it is clamped to MaxPage.
+func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*store.Lease, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read leases due: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	at := now.UTC().Format(timeFormat)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+leaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
+		WHERE l.revoked_at IS NULL
+		  AND (l.expires_at <= ? OR t.id IS NULL OR t.ended_at IS NOT NULL OR (t.expires_at IS NOT NULL AND t.expires_at <= ?))
+		ORDER BY l.issued_at, l.id LIMIT ?`, at, at, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read leases due: %w", err)
+	}
+	return scanLeases(rows)
+}
+
+func scanLeases(rows *sql.Rows) ([]*store.Lease, error) {
+	defer rows.Close()
+	var out []*store.Lease
+	for rows.Next() {
+		var (
+			l                        store.Lease
+			issued, expires, revoked sql.NullString
+		)
+		if err := rows.Scan(&l.ID, &l.TaskID, &l.Tool, &l.Source, &l.Credential, &issued, &expires, &revoked, &l.Ref); err != nil {
+			return nil, fmt.Errorf("read lease: %w", err)
+		}
+		var err error
+		for _, f := range []struct {
+			dst *time.Time
+			src sql.NullString
+		}{{&l.IssuedAt, issued}, {&l.ExpiresAt, expires}, {&l.RevokedAt, revoked}} {
+			if *f.dst, err = parseTime(f.src); err != nil {
+				return nil, fmt.Errorf("read lease %q: %w", l.ID, err)
+			}
+		}
+		out = append(out, &l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	return out, nil
+}
+
 // Close closes the store. Commits in progress finish first.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -454,7 +547,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeAll() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insertEvent, s.upsertIntnt, s.upsertTask, s.addCount} {
+	for _, st := range []*sql.Stmt{s.insertEvent, s.upsertIntnt, s.upsertTask, s.addCount, s.upsertLease, s.revokeLease} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
