@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -11,43 +12,140 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/server"
 )
 
 // clientFlags are the connection flags of every client command.
 type clientFlags struct {
-	socket  string
-	timeout time.Duration
+	socket   string
+	addr     string
+	svid     svidFlags
+	serverID string
+	timeout  time.Duration
+	src      identity.Source // opened by connect for --addr; closed with the client
+	m        *Main
+	cmd      *cobra.Command
 }
 
 func (m *Main) addClientFlags(cmd *cobra.Command, cf *clientFlags) {
+	cf.m, cf.cmd = m, cmd
 	def := m.env("AIRLOCK_SOCKET", filepath.Join(server.DefaultDataDir, server.DefaultSocketName))
-	cmd.Flags().StringVar(&cf.socket, "socket", def, "executor socket (env AIRLOCK_SOCKET)")
-	cmd.Flags().DurationVar(&cf.timeout, "timeout", 2*time.Minute, "give up on the request after this long")
+	f := cmd.Flags()
+	f.StringVar(&cf.socket, "socket", def, "executor socket (env AIRLOCK_SOCKET); not used with --addr")
+	f.StringVar(&cf.addr, "addr", m.env("AIRLOCK_ADDR", ""), "executor mTLS address HOST:PORT (env AIRLOCK_ADDR), instead of --socket; needs an SVID")
+	m.addSVIDFlags(cmd, &cf.svid)
+	f.StringVar(&cf.serverID, "server-id", "", "SPIFFE ID or pattern the executor must present with --addr (default: any ID in the client SVID's trust domain)")
+	f.DurationVar(&cf.timeout, "timeout", 2*time.Minute, "give up on the request after this long")
+}
+
+// svidFlags are the flags naming an X.509-SVID source.
+type svidFlags struct {
+	socket    string
+	cert, key string
+	bundles   []string
+}
+
+func (m *Main) addSVIDFlags(cmd *cobra.Command, sf *svidFlags) {
+	f := cmd.Flags()
+	f.StringVar(&sf.socket, "spiffe-socket", "", "SPIFFE Workload API socket for the SVID (default env "+workloadapi.SocketEnv+")")
+	f.StringVar(&sf.cert, "svid-cert", "", "X.509-SVID certificate chain file (PEM), instead of the Workload API (see: airlock dev ca issue)")
+	f.StringVar(&sf.key, "svid-key", "", "X.509-SVID private key file (PEM)")
+	f.StringArrayVar(&sf.bundles, "svid-bundle", nil, "trust bundle file [TRUST_DOMAIN=]PATH (repeatable; default trust domain: the SVID's)")
+}
+
+// svidConfig returns the SVIDConfig the flags describe: files when any file
+// flag is set, else the Workload API from --spiffe-socket or the
+// environment.
+func (m *Main) svidConfig(cmd *cobra.Command, sf *svidFlags) (identity.SVIDConfig, error) {
+	files := sf.cert != "" || sf.key != "" || len(sf.bundles) > 0
+	if files {
+		if cmd.Flags().Changed("spiffe-socket") {
+			return identity.SVIDConfig{}, errors.New("pass either --spiffe-socket or --svid-cert/--svid-key/--svid-bundle, not both")
+		}
+		return identity.SVIDConfig{CertFile: sf.cert, KeyFile: sf.key, Bundles: sf.bundles}, nil
+	}
+	sock := sf.socket
+	if sock == "" {
+		sock = m.env(workloadapi.SocketEnv, "")
+	}
+	return identity.SVIDConfig{WorkloadAPI: sock}, nil
 }
 
 // connect dials the executor; connection problems are usage errors (exit 2).
 func (cf *clientFlags) connect(ctx context.Context) (*client.Client, context.Context, context.CancelFunc, error) {
-	c, err := client.Dial(ctx, cf.socket)
+	var c *client.Client
+	var err error
+	if cf.addr == "" {
+		for _, f := range []string{"spiffe-socket", "svid-cert", "svid-key", "svid-bundle", "server-id"} {
+			if cf.cmd.Flags().Changed(f) {
+				return nil, nil, nil, usageErr("--%s is for the mTLS listener: pass --addr HOST:PORT as well", f)
+			}
+		}
+		c, err = client.Dial(ctx, cf.socket)
+	} else {
+		c, err = cf.dialMTLS(ctx)
+	}
 	if err != nil {
 		return nil, nil, nil, &ExitError{Code: ExitUsage, Err: err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	return c, ctx, cancel, nil
+	src := cf.src
+	return c, ctx, func() {
+		cancel()
+		if src != nil {
+			_ = src.Close()
+		}
+	}, nil
+}
+
+func (cf *clientFlags) dialMTLS(ctx context.Context) (*client.Client, error) {
+	cfg, err := cf.m.svidConfig(cf.cmd, &cf.svid)
+	if err != nil {
+		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, min(cf.timeout, identity.DefaultWorkloadAPITimeout))
+	defer cancel()
+	src, err := identity.OpenSource(octx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--addr %s: %w", cf.addr, err)
+	}
+	c, err := client.DialMTLS(ctx, cf.addr, client.MTLSOptions{Source: src, ServerID: cf.serverID})
+	if err != nil {
+		_ = src.Close()
+		return nil, err
+	}
+	cf.src = src
+	return c, nil
+}
+
+// where names the executor's endpoint in messages.
+func (cf *clientFlags) where() string {
+	if cf.addr != "" {
+		return cf.addr
+	}
+	return cf.socket
 }
 
 // rpcErr turns a gRPC error into an exit-2 error with a readable message.
 func (cf *clientFlags) rpcErr(err error) error {
 	st, _ := status.FromError(err)
 	msg := st.Message()
-	if strings.Contains(msg, "connect: no such file") || strings.Contains(msg, "connection refused") {
-		msg = fmt.Sprintf("cannot reach the executor at %s: is `airlock serve` running? (%s)", cf.socket, msg)
+	switch {
+	case strings.Contains(msg, "connect: no such file") || strings.Contains(msg, "connection refused"):
+		msg = fmt.Sprintf("cannot reach the executor at %s: is `airlock serve` running? (%s)", cf.where(), msg)
+	case cf.addr != "" && st.Code() == codes.Unavailable:
+		// With TLS 1.3 a server refusing the client's certificate shows up
+		// after the client's side of the handshake, as a reset or an alert.
+		msg = fmt.Sprintf("the mTLS handshake with %s failed: the executor refused this SVID (its log says why: trust domain, allowed patterns), or its own SVID is not trusted here (check --svid-bundle and --server-id) (%s)", cf.addr, msg)
 	}
 	return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), msg)}
 }

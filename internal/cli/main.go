@@ -98,6 +98,7 @@ manifest grants, and records every step in a hash-chained audit log.`,
 		m.manifestCommand(),
 		m.policyCommand(),
 		m.auditCommand(),
+		m.devCommand(),
 		m.versionCommand(),
 	)
 	return root

@@ -16,13 +16,26 @@ import (
 func (m *Main) serveCommand() *cobra.Command {
 	var o server.Options
 	var level, format string
+	var sf svidFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "serve the planner API on a unix socket",
+		Short: "serve the planner API on a unix socket, and over SPIFFE mTLS with --listen",
 		Long: `serve loads every manifest and policy (refusing to start on any problem, each
 listed as file:line: message), opens the store under --data, and serves the
 planner API on --socket (mode 0600). SIGTERM or SIGINT drains: in-flight calls
-finish or reach their deadline and the audit log is flushed.`,
+finish or reach their deadline and the audit log is flushed.
+
+On the socket a caller is identified by the kernel, as
+spiffe://airlock.local/uid/UID. With --listen HOST:PORT the same API is also
+served over mTLS with X.509-SVIDs: the executor's SVID and the trust bundles
+come from the SPIFFE Workload API (--spiffe-socket, default env
+SPIFFE_ENDPOINT_SOCKET) or, for development, from files (--svid-cert,
+--svid-key, --svid-bundle; see 'airlock dev ca'). A client is admitted when its
+SVID verifies against the bundle and its SPIFFE ID is in an
+--allow-trust-domain or matches an --allow-id-pattern (globs per path segment:
+spiffe://example.org/agent/*); that ID is then the caller policy sees. IDs
+under spiffe://airlock.local/uid/ are never admitted over mTLS. A non-loopback
+--listen address is refused unless --listen-public is given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(m.Stderr, level, format)
@@ -30,6 +43,17 @@ finish or reach their deadline and the audit log is flushed.`,
 				return usageErr("%v", err)
 			}
 			o.Logger = log
+			if o.Listen != "" {
+				if o.SVID, err = m.svidConfig(cmd, &sf); err != nil {
+					return usageErr("%v", err)
+				}
+			} else {
+				for _, f := range []string{"listen-public", "spiffe-socket", "svid-cert", "svid-key", "svid-bundle", "allow-trust-domain", "allow-id-pattern"} {
+					if cmd.Flags().Changed(f) {
+						return usageErr("--%s configures the mTLS listener: pass --listen HOST:PORT as well", f)
+					}
+				}
+			}
 			if err := server.Run(cmd.Context(), o); err != nil {
 				return &ExitError{Code: ExitFail, Err: err}
 			}
@@ -44,7 +68,14 @@ finish or reach their deadline and the audit log is flushed.`,
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long SIGTERM waits for in-flight calls")
 	f.StringVar(&o.CacheDir, "cache-dir", "", "compiled-module cache (default DATA/cache/wazero)")
 	f.IntVar(&o.MaxInstances, "max-instances", 0, "bound on concurrent sandbox instances (0: 64)")
+	f.StringVar(&o.CredentialsFile, "credentials", "", "credential sources file (kind: Credentials); none by default")
+	f.StringVar(&o.CredentialsListen, "credentials-listen", "", "serve the jwt sources' JWKS and introspection on this loopback host:port")
 	f.StringVar(&o.StoreSync, "store-sync", "full", "SQLite synchronous mode: full (durable on power loss) or normal")
+	f.StringVar(&o.Listen, "listen", "", "also serve over SPIFFE mTLS on this TCP address, like 127.0.0.1:8443 (port 0: a free port, logged)")
+	f.BoolVar(&o.ListenPublic, "listen-public", false, "allow a --listen address that is not loopback")
+	m.addSVIDFlags(cmd, &sf)
+	f.StringArrayVar(&o.Allow.TrustDomains, "allow-trust-domain", nil, "admit mTLS callers from this trust domain (repeatable)")
+	f.StringArrayVar(&o.Allow.Patterns, "allow-id-pattern", nil, "admit mTLS callers whose SPIFFE ID matches this pattern, like spiffe://example.org/agent/* (repeatable)")
 	f.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&format, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
 	return cmd

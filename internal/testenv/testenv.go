@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/server"
 )
 
@@ -70,6 +71,11 @@ type Options struct {
 	MaxInstances int
 	// Quiet drops the logs instead of buffering them.
 	Quiet bool
+	// Egress replaces the executor's egress client (tests route its dials
+	// to loopback servers).
+	Egress *egress.Client
+	// Credentials is a credential sources file.
+	Credentials string
 }
 
 // Start runs an executor until the test ends. It fails the test if the
@@ -107,6 +113,7 @@ func TryStart(tb testing.TB, o Options) (*Executor, error) {
 	go func() {
 		x.done <- server.Run(ctx, server.Options{
 			Socket: x.Socket, ManifestsDir: o.Manifests, PoliciesDir: o.Policies, DataDir: o.Data,
+			Egress: o.Egress, CredentialsFile: o.Credentials,
 			StoreSync: o.StoreSync, CacheDir: CacheDir(), MaxInstances: o.MaxInstances, Logger: log, DrainTimeout: 20 * time.Second,
 			Ready: func(string) { close(ready) },
 		})

@@ -4,6 +4,11 @@
 //	task, err := c.BeginTask(ctx, client.TaskOptions{Purpose: "summarise a page"})
 //	out, err := c.Submit(ctx, "html.to_text", `{"html":"<p>hi</p>"}`, client.WithTask(task.Id))
 //	fmt.Println(client.StatusName(out.Status), out.Output)
+//
+// Over the network, with an X.509-SVID (SPIFFE mTLS):
+//
+//	src, err := identity.OpenSource(ctx, identity.SVIDConfig{WorkloadAPI: os.Getenv("SPIFFE_ENDPOINT_SOCKET")})
+//	c, err := client.DialMTLS(ctx, "127.0.0.1:8443", client.MTLSOptions{Source: src})
 package client
 
 import (
@@ -18,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/runtime/identity"
 )
 
 // Client talks to one executor. It is safe for concurrent use.
@@ -46,6 +52,43 @@ func Dial(ctx context.Context, socket string, opts ...grpc.DialOption) (*Client,
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", socket, err)
+	}
+	return New(conn), nil
+}
+
+// MTLSOptions configure DialMTLS.
+type MTLSOptions struct {
+	// Source supplies the client's X.509-SVID and the trust bundles that
+	// verify the server (identity.OpenSource: Workload API or files).
+	// Required. The caller keeps ownership: Close does not close it.
+	Source identity.Source
+	// ServerID is the SPIFFE ID, or identity.Pattern, the server must
+	// present. Empty: any ID in the trust domain of the client's own SVID.
+	ServerID string
+}
+
+// DialMTLS connects to an executor's mTLS listener at addr (host:port).
+// The executor identifies the caller by the SPIFFE ID of the client's
+// SVID; the client accepts only a server whose SVID verifies against the
+// bundle and matches o.ServerID. Extra gRPC dial options may be appended.
+func DialMTLS(ctx context.Context, addr string, o MTLSOptions, opts ...grpc.DialOption) (*Client, error) {
+	if addr == "" {
+		return nil, fmt.Errorf("no address: pass the executor's mTLS address, like 127.0.0.1:8443")
+	}
+	if o.Source == nil {
+		return nil, fmt.Errorf("no SVID source: open one with identity.OpenSource (Workload API or SVID files)")
+	}
+	authorize, err := identity.ServerAuthorizer(o.Source, o.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(identity.ClientCredentials(o.Source, authorize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(80 << 20)),
+	}, opts...)
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	return New(conn), nil
 }

@@ -26,9 +26,12 @@ import (
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/runtime/audit"
+	"github.com/airlock-dev/airlock/runtime/credentials"
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/policy"
+	"github.com/airlock-dev/airlock/runtime/redact"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/sandbox"
 )
@@ -61,6 +64,13 @@ type Config struct {
 	Logger *zerolog.Logger
 	// ExecutorID names this executor in audit events. Default: hostname.
 	ExecutorID string
+	// Egress performs the HTTP requests of tools granted network. Required
+	// when a tool is granted network.
+	Egress *egress.Client
+	// Credentials are the operator's credential sources. Required when a
+	// tool declares credentials; leases are sealed with a key kept in
+	// DataDir/keys.
+	Credentials *credentials.Registry
 	// DefaultTaskTTL applies when BeginTask asks for none (default 1h);
 	// MaxTaskTTL caps what it asks for (default 24h).
 	DefaultTaskTTL, MaxTaskTTL time.Duration
@@ -75,11 +85,21 @@ type Executor struct {
 	committer *store.Committer
 	wsRoot    string
 
+	leaser *credentials.Leaser // nil without credential sources
+
 	mu    sync.Mutex
 	tasks map[string]*store.Task // cache of tasks seen; the store is the truth
+	// taskCtx is canceled when its task ends, which cancels the task's
+	// calls in flight.
+	taskCtx map[string]taskScope
 
 	stopReaper context.CancelFunc
 	reaperDone chan struct{}
+}
+
+type taskScope struct {
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type loadedTool struct {
@@ -91,6 +111,10 @@ type loadedTool struct {
 	// sideEffects: the tool can change something outside its instance
 	// (a writable workspace, the network, credentials).
 	sideEffects bool
+	// needsTask: a workspace or credentials, which live as long as a task.
+	needsTask bool
+	// egress is bound to the tool's network rules (nil: no network).
+	egress *egress.Binding
 }
 
 // New prepares every tool and starts the executor. On error it releases
@@ -113,10 +137,11 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		log = *cfg.Logger
 	}
 	e := &Executor{
-		cfg:   cfg,
-		log:   log,
-		tools: make(map[string]*loadedTool, len(cfg.Tools)),
-		tasks: make(map[string]*store.Task),
+		cfg:     cfg,
+		log:     log,
+		tools:   make(map[string]*loadedTool, len(cfg.Tools)),
+		tasks:   make(map[string]*store.Task),
+		taskCtx: make(map[string]taskScope),
 	}
 	e.wsRoot = filepath.Join(cfg.DataDir, "workspaces")
 	if err := os.MkdirAll(e.wsRoot, 0o700); err != nil {
@@ -157,6 +182,12 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		lt.ws, readOnly = m.GrantsWorkspace()
 		caps := m.Spec.Capabilities
 		lt.sideEffects = (lt.ws && !readOnly) || len(caps.Network) > 0 || len(caps.Credentials) > 0 || m.Spec.Runtime.Wasm == nil
+		lt.needsTask = lt.ws || len(caps.Credentials) > 0
+		if perr := e.checkGrants(lt); perr != "" {
+			problems = append(problems, fmt.Sprintf("%s: %s", m.File, perr))
+			_ = t.Close(ctx)
+			continue
+		}
 		if lt.policy, err = policy.ToolFromManifest(m); err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", m.File, err))
 			_ = t.Close(ctx)
@@ -171,13 +202,32 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		e.toolOrder = append(e.toolOrder, name)
 	}
 	if len(problems) > 0 {
-		for _, t := range e.tools {
-			_ = t.run.Close(ctx)
-		}
+		e.closeTools(ctx)
 		return nil, fmt.Errorf("cannot load tools:\n%s", strings.Join(problems, "\n"))
 	}
 	sort.Strings(e.toolOrder)
 	e.committer = store.NewCommitter(cfg.Store, store.CommitterOptions{})
+	if cfg.Credentials != nil {
+		sealer, err := credentials.LoadOrCreateSealer(filepath.Join(cfg.DataDir, "keys"))
+		if err != nil {
+			e.closeTools(ctx)
+			return nil, fmt.Errorf("credential lease key: %w", err)
+		}
+		e.leaser, err = credentials.NewLeaser(credentials.LeaserOptions{
+			Registry: cfg.Credentials, Store: cfg.Store, Commit: e.committer.Commit, Sealer: sealer,
+			Executor: cfg.ExecutorID, Logger: log,
+		})
+		if err != nil {
+			e.closeTools(ctx)
+			return nil, err
+		}
+		// Leases a previous run left due (a crash, a restart) are revoked now.
+		if n, err := e.leaser.RevokeDue(ctx); err != nil {
+			log.Error().Err(err).Msg("could not revoke every lease left due by a previous run; retrying periodically")
+		} else if n > 0 {
+			log.Info().Int("leases", n).Msg("revoked leases left due by a previous run")
+		}
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	e.stopReaper = cancel
 	e.reaperDone = make(chan struct{})
@@ -188,6 +238,43 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 // Close stops the executor: it flushes the audit committer and releases the
 // prepared tools. In-flight calls must have finished (the server drains
 // them first).
+func (e *Executor) closeTools(ctx context.Context) {
+	for _, t := range e.tools {
+		_ = t.run.Close(ctx)
+	}
+}
+
+// checkGrants checks that the executor can provide what the tool is
+// granted, binding its network rules. It returns a problem, or "".
+func (e *Executor) checkGrants(lt *loadedTool) string {
+	caps := lt.m.Spec.Capabilities
+	if len(caps.Network) > 0 {
+		if e.cfg.Egress == nil {
+			return fmt.Sprintf("tool %s is granted network but the executor has no egress client", lt.m.Metadata.Name)
+		}
+		b, err := e.cfg.Egress.Bind(caps.Network, nil)
+		if err != nil {
+			return fmt.Sprintf("tool %s: network rules: %v", lt.m.Metadata.Name, err)
+		}
+		lt.egress = b
+	}
+	for _, cr := range caps.Credentials {
+		if e.cfg.Credentials == nil {
+			return fmt.Sprintf("tool %s declares credential %q but no credential sources are configured: pass --credentials FILE", lt.m.Metadata.Name, cr.Name)
+		}
+		if _, err := e.cfg.Credentials.Source(cr.Source); err != nil {
+			return fmt.Sprintf("tool %s, credential %q: %v", lt.m.Metadata.Name, cr.Name, err)
+		}
+		switch {
+		case cr.Inject.File != nil:
+			return fmt.Sprintf("tool %s, credential %q: file injection is not supported yet: use http or env", lt.m.Metadata.Name, cr.Name)
+		case cr.Inject.HTTP != nil && lt.egress == nil:
+			return fmt.Sprintf("tool %s, credential %q: http injection needs a network grant for host %s", lt.m.Metadata.Name, cr.Name, cr.Inject.HTTP.Host)
+		}
+	}
+	return ""
+}
+
 func (e *Executor) Close(ctx context.Context) error {
 	e.stopReaper()
 	<-e.reaperDone
@@ -238,6 +325,7 @@ type call struct {
 	tool       *loadedTool
 	task       *store.Task
 	pending    *audit.Event // a decision event committed with the execution
+	red        *redact.Redactor
 	argsDigest string
 	decision   *policy.Decision
 }
@@ -262,9 +350,9 @@ func (c *call) run(ctx context.Context) {
 		}
 		c.task = task
 	}
-	if t.ws && c.task == nil {
+	if t.needsTask && c.task == nil {
 		c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("task_required",
-			fmt.Sprintf("tool %s works in a task workspace: begin a task (`airlock task begin`) and pass its id", t.m.Metadata.Name), "task_id"))
+			fmt.Sprintf("tool %s works within a task (its workspace or credentials live as long as the task): begin a task (`airlock task begin`) and pass its id", t.m.Metadata.Name), "task_id"))
 		return
 	}
 
@@ -325,10 +413,25 @@ func (c *call) run(ctx context.Context) {
 		c.pending = ev
 	}
 
-	// 7. execute.
+	// 7. execute, canceled when the task ends.
+	if c.task != nil {
+		var stop context.CancelFunc
+		ctx, stop = e.underTask(ctx, c.task.ID)
+		defer stop()
+	}
 	// The tool gets the canonical form of what was validated, so that it
 	// cannot read something else (a duplicate key, say) than policy saw.
 	sc := &sandbox.Call{Input: manifest.Canonical(args), Env: t.m.Spec.Capabilities.Env}
+	if t.egress != nil {
+		sc.Egress = t.egress
+	}
+	// 6. credentials: leased for this call, recorded before they exist.
+	if len(t.m.Spec.Capabilities.Credentials) > 0 {
+		if oerr := c.inject(ctx, sc); oerr != nil {
+			c.finish(ctx, airlockv1.Status_STATUS_FAILED, oerr, "")
+			return
+		}
+	}
 	if c.task != nil {
 		sc.TaskID = c.task.ID
 		if t.ws {
@@ -344,8 +447,15 @@ func (c *call) run(ctx context.Context) {
 	res, rerr := t.run.Run(ctx, sc)
 	if rerr != nil {
 		status, oerr := sandboxFailure(rerr)
+		if oerr.Code == string(sandbox.KindCanceled) && c.taskEnded() {
+			oerr.Message = fmt.Sprintf("task %s ended while the call was running", c.task.ID)
+		}
 		c.finish(ctx, status, oerr, "")
 		return
+	}
+	// 8. sanitize: no injected secret leaves, in any recognizable form.
+	if c.red != nil {
+		res.Output = c.red.Redact(res.Output)
 	}
 
 	// 8. sanitize: JSON, bounded, the output schema.
@@ -405,6 +515,9 @@ func (c *call) finish(ctx context.Context, status airlockv1.Status, oerr *airloc
 }
 
 func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Status, oerr *airlockv1.Error, output string) {
+	if c.red != nil && oerr != nil {
+		oerr.Message = c.red.RedactString(oerr.Message)
+	}
 	c.out.Status = status
 	c.out.Error = oerr
 	c.out.Output = output

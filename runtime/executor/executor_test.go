@@ -10,6 +10,7 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/executor"
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
@@ -61,7 +62,8 @@ func newExecutor(t *testing.T) (*executor.Executor, *brokenStore, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { backend.Close(ctx) })
-	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: backend, Store: bs, DataDir: data})
+	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: backend, Store: bs, DataDir: data,
+		Egress: egress.New(egress.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,6 +109,15 @@ func (e *Executor) endTask(ctx context.Context, t *store.Task, by, reason string
 	e.mu.Lock()
 	t.EndedAt = ended.EndedAt
 	e.mu.Unlock()
+	// Its calls in flight end, and every credential leased to it is
+	// revoked at its source. A revocation that fails is retried by the
+	// reaper (the lease stays due).
+	e.cancelTask(t.ID)
+	if e.leaser != nil {
+		if n, err := e.leaser.RevokeTask(context.WithoutCancel(ctx), t.ID, reason); err != nil {
+			e.log.Error().Err(err).Str("task", t.ID).Int("revoked", n).Msg("could not revoke every lease of the task: retrying")
+		}
+	}
 	if err := os.RemoveAll(filepath.Join(e.wsRoot, t.ID)); err != nil {
 		e.log.Warn().Err(err).Str("task", t.ID).Msg("could not remove the task workspace")
 	}
@@ -208,6 +217,7 @@ func (e *Executor) reapExpiredTasks(ctx context.Context) {
 	defer close(e.reaperDone)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var lastRevoke time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -224,6 +234,12 @@ func (e *Executor) reapExpiredTasks(ctx context.Context) {
 			for _, t := range due {
 				if err := e.endTask(ctx, t, "airlock", "ttl expired"); err != nil {
 					e.log.Error().Err(err).Str("task", t.ID).Msg("could not end an expired task")
+				}
+			}
+			if e.leaser != nil && now.Sub(lastRevoke) >= 10*time.Second {
+				lastRevoke = now
+				if _, err := e.leaser.RevokeDue(ctx); err != nil {
+					e.log.Error().Err(err).Msg("could not revoke every lease due: retrying")
 				}
 			}
 		}

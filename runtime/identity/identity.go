@@ -2,8 +2,10 @@
 // connection, never from a request field.
 //
 // On the unix socket the caller is the peer process's user, read from the
-// kernel (SO_PEERCRED), as spiffe://airlock.local/uid/<uid>. The mTLS
-// listener with X.509-SVIDs arrives with the identity issue.
+// kernel (SO_PEERCRED), as spiffe://airlock.local/uid/<uid>. On the mTLS
+// listener the caller is the SPIFFE ID of the peer's X.509-SVID, verified
+// against the trust bundle and admitted by an Authorizer in the handshake
+// (ServerCredentials).
 package identity
 
 import (
@@ -129,6 +131,12 @@ func FromContext(ctx context.Context) (Caller, error) {
 	switch ai := p.AuthInfo.(type) {
 	case PeerCredAuthInfo:
 		return FromUID(ai.UID), nil
+	case SVIDAuthInfo:
+		c, err := Parse(ai.SpiffeID)
+		if err != nil {
+			return Caller{}, fmt.Errorf("peer certificate: %w", err)
+		}
+		return c, nil
 	default:
 		return Caller{}, fmt.Errorf("unsupported authentication %q", p.AuthInfo.AuthType())
 	}

@@ -1,17 +1,20 @@
 // Package server assembles and runs the executor daemon (`airlock serve`):
 // it loads and validates every manifest and policy, opens the store,
 // prepares the sandbox, and serves the planner API over gRPC on a unix
-// socket until its context ends, then drains.
+// socket (callers identified by the kernel) and, optionally, on a TCP
+// address with SPIFFE mTLS (callers identified by their X.509-SVID), until
+// its context ends, then drains.
 package server
 
 import (
 	"context"
-
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +25,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/runtime/credentials"
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/executor"
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
@@ -61,10 +66,38 @@ type Options struct {
 	MaxInstances int
 	// StoreSync is the SQLite synchronous mode: "full" (default) or "normal".
 	StoreSync string
+	// CredentialsFile is the operator's credential sources (kind:
+	// Credentials); "" means none, and tools that declare credentials are
+	// refused at load.
+	CredentialsFile string
+	// CredentialsListen, when set, serves the jwt sources' JWKS and token
+	// introspection over HTTP on this loopback address, for verifiers.
+	CredentialsListen string
+	// Egress performs tools' HTTP requests (default: the system resolver
+	// and dialer, with egress's default bounds). Tests inject one whose
+	// resolver and dialer reach only loopback test servers.
+	Egress *egress.Client
 	// Logger receives the daemon's logs and the audit mirror.
 	Logger zerolog.Logger
 	// Ready, when set, is called once the socket accepts connections.
 	Ready func(socket string)
+
+	// Listen, when set, is a TCP address (host:port) on which the same
+	// services are served over mTLS with X.509-SVIDs, in addition to the
+	// unix socket. Port 0 picks a free port (see ListenReady). A host that
+	// is not loopback is refused unless ListenPublic is set.
+	Listen string
+	// ListenPublic allows Listen on a non-loopback address.
+	ListenPublic bool
+	// SVID is where the listener's own SVID and the trust bundles that
+	// verify callers come from (the Workload API or files).
+	SVID identity.SVIDConfig
+	// Allow says which callers the mTLS listener admits: trust domains
+	// and SPIFFE ID patterns. It must admit someone when Listen is set.
+	Allow identity.Allow
+	// ListenReady, when set, is called with the mTLS listener's actual
+	// address once it accepts connections.
+	ListenReady func(addr string)
 }
 
 // LoadConfig loads and validates every manifest and policy and compiles the
@@ -131,6 +164,19 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	log := o.Logger
 
+	// The mTLS flags are checked before anything is loaded or opened.
+	var authz *identity.Authorizer
+	if o.Listen != "" {
+		if err := CheckListenAddr(ctx, o.Listen, o.ListenPublic); err != nil {
+			return err
+		}
+		if authz, err = identity.NewAuthorizer(o.Allow); err != nil {
+			return err
+		}
+	} else if o.ListenPublic {
+		return fmt.Errorf("--listen-public needs --listen ADDRESS")
+	}
+
 	tools, eng, warnings, err := LoadConfig(o.ManifestsDir, o.PoliciesDir, nil)
 	if err != nil {
 		return err
@@ -160,8 +206,19 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	defer func() { _ = backend.Close(context.WithoutCancel(ctx)) }()
 
+	if o.Egress == nil {
+		o.Egress = egress.New(egress.Config{Logger: log})
+	}
+	var creds *credentials.Registry
+	if o.CredentialsFile != "" {
+		if creds, err = credentials.Load(o.CredentialsFile); err != nil {
+			return err
+		}
+		defer creds.Close()
+	}
 	x, err := executor.New(ctx, executor.Config{
 		Tools: tools, Policy: eng, Backend: backend, Store: st, DataDir: o.DataDir, Logger: &log,
+		Egress: o.Egress, Credentials: creds,
 	})
 	if err != nil {
 		return err
@@ -174,54 +231,104 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}()
 
+	// The mTLS listener's identity and listening address come first: a
+	// bad flag or an unreachable Workload API fails before the socket
+	// is taken.
+	var tcp *mtlsListener
+	if o.Listen != "" {
+		tcp, err = openMTLS(ctx, o, authz, log)
+		if err != nil {
+			return err
+		}
+		defer tcp.close()
+	}
+
+	if o.CredentialsListen != "" {
+		stop, err := serveCredentials(o.CredentialsListen, creds, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	lis, err := listenUnix(o.Socket)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(o.Socket)
 
-	gs := grpc.NewServer(
-		grpc.Creds(identity.PeerCredentials()),
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
-		grpc.ChainUnaryInterceptor(unaryAuth),
-		grpc.ChainStreamInterceptor(streamAuth),
-	)
-	airlockv1.RegisterTaskServiceServer(gs, &taskService{x: x})
-	airlockv1.RegisterIntentServiceServer(gs, &intentService{x: x})
-	airlockv1.RegisterToolServiceServer(gs, &toolService{x: x})
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
+	servers := []*grpc.Server{newGRPCServer(x, hs, grpc.Creds(identity.PeerCredentials()))}
+	listeners := []net.Listener{lis}
+	if tcp != nil {
+		servers = append(servers, newGRPCServer(x, hs, grpc.Creds(tcp.creds), grpc.ConnectionTimeout(MTLSHandshakeTimeout)))
+		listeners = append(listeners, tcp.lis)
+	}
 	for _, svc := range []string{"", airlockv1.TaskService_ServiceDesc.ServiceName, airlockv1.IntentService_ServiceDesc.ServiceName, airlockv1.ToolService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- gs.Serve(lis) }()
-	log.Info().Str("socket", o.Socket).Int("tools", len(tools)).Str("data", o.DataDir).Msg("airlock is serving")
+	serveErr := make(chan error, len(servers))
+	for i, gs := range servers {
+		go func() { serveErr <- gs.Serve(listeners[i]) }()
+	}
+	ev := log.Info().Str("socket", o.Socket).Int("tools", len(tools)).Str("data", o.DataDir)
+	if tcp != nil {
+		ev = ev.Str("listen", tcp.lis.Addr().String()).Str("spiffe_id", tcp.id)
+	}
+	ev.Msg("airlock is serving")
 	if o.Ready != nil {
 		o.Ready(o.Socket)
 	}
+	if tcp != nil && o.ListenReady != nil {
+		o.ListenReady(tcp.lis.Addr().String())
+	}
 
+	var runErr error
 	select {
 	case err := <-serveErr:
-		return fmt.Errorf("grpc server stopped: %w", err)
+		runErr = fmt.Errorf("grpc server stopped: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info().Dur("drain_timeout", o.DrainTimeout).Msg("draining: finishing in-flight calls")
 	hs.Shutdown()
 	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
+	go func() {
+		var wg sync.WaitGroup
+		for _, gs := range servers {
+			wg.Go(gs.GracefulStop)
+		}
+		wg.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(o.DrainTimeout):
 		log.Warn().Msg("drain timeout: cancelling the calls still in flight")
-		gs.Stop()
+		for _, gs := range servers {
+			gs.Stop()
+		}
 		<-done
 	}
 	log.Info().Msg("drained")
-	return nil
+	return runErr
+}
+
+// newGRPCServer builds a gRPC server with the planner API, health and
+// reflection, identifying callers with the given credentials.
+func newGRPCServer(x *executor.Executor, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
+	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.ChainUnaryInterceptor(unaryAuth),
+		grpc.ChainStreamInterceptor(streamAuth),
+	}, opts...)...)
+	airlockv1.RegisterTaskServiceServer(gs, &taskService{x: x})
+	airlockv1.RegisterIntentServiceServer(gs, &intentService{x: x})
+	airlockv1.RegisterToolServiceServer(gs, &toolService{x: x})
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs
 }
 
 // listenUnix listens on a unix socket with mode 0600. A stale socket file
@@ -256,4 +363,27 @@ func listenUnix(path string) (net.Listener, error) {
 		ul.SetUnlinkOnClose(true)
 	}
 	return lis, nil
+}
+
+// serveCredentials serves the jwt sources' JWKS and introspection on a
+// loopback address, for the services that verify minted tokens.
+func serveCredentials(addr string, creds *credentials.Registry, log zerolog.Logger) (func(), error) {
+	if creds == nil {
+		return nil, fmt.Errorf("--credentials-listen %s needs --credentials FILE", addr)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--credentials-listen %q: %w: write host:port", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("--credentials-listen %s: serve the JWKS on a loopback address and publish it through a proxy you control", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--credentials-listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: creds.Handler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
+	go func() { _ = srv.Serve(l) }()
+	log.Info().Str("addr", l.Addr().String()).Msg("serving JWKS and token introspection")
+	return func() { _ = srv.Close() }, nil
 }
