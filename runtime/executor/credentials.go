@@ -53,9 +53,34 @@ func (c *call) inject(ctx context.Context, sc *sandbox.Call) *airlockv1.Error {
 		if err != nil {
 			return outcomeError("credential_unavailable", fmt.Sprintf("tool %s did not run: %v", t.m.Metadata.Name, err), "")
 		}
-		sc.Egress = b
+		sc.Egress = redactingEgress{inner: b, red: c.red}
 	}
 	return nil
+}
+
+// redactingEgress hides the call's credentials in what a server sends
+// back, before it enters guest memory: a server that echoes the token it
+// was given (in a body, a header, an error page) does not hand it to the
+// tool.
+type redactingEgress struct {
+	inner sandbox.Egress
+	red   *redact.Redactor
+}
+
+var _ sandbox.Egress = redactingEgress{}
+
+func (r redactingEgress) Do(ctx context.Context, req egress.Request) (*egress.Response, error) {
+	resp, err := r.inner.Do(ctx, req)
+	if resp != nil {
+		resp.Body = r.red.Redact(resp.Body)
+		for k, vs := range resp.Headers {
+			for i, v := range vs {
+				vs[i] = r.red.RedactString(v)
+			}
+			resp.Headers[k] = vs
+		}
+	}
+	return resp, err
 }
 
 // underTask derives a call context that is canceled when the task ends.
