@@ -69,10 +69,13 @@ BENCH_COUNT ?= 6
 bench: tools ## run the benchmarks, compare them with benchstat (docs/benchmarks.md)
 	@mkdir -p bench/out
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 60m \
-	  ./internal/bench/ ./runtime/policy/ ./sandbox/wasm/ ./runtime/store/sqlite/ ./runtime/manifest/ | tee bench/out/bench.txt
+	  ./internal/bench/ ./runtime/policy/ ./sandbox/wasm/ ./runtime/store/sqlite/ ./runtime/manifest/ \
+	  ./runtime/egress/ ./runtime/credentials/ ./runtime/redact/ | tee bench/out/bench.txt
 	$(GO) run $(BENCHSTAT) bench/out/bench.txt | tee bench/out/benchstat.txt
 	@echo "--- the pipeline against the bare wazero baseline (ratios):"
 	$(GO) run $(BENCHSTAT) -filter '.name:Call' -col /path bench/out/bench.txt | tee bench/out/ratio.txt
+	@echo "--- the cost of credentials per call (ratio to the same call without):"
+	$(GO) run $(BENCHSTAT) -filter '.name:Credentials' -col /path bench/out/bench.txt | tee bench/out/credentials.txt
 
 .PHONY: fuzz
 fuzz: ## run the fuzzers for a while (FUZZTIME=2m per target)

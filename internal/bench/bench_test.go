@@ -3,6 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +27,8 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/egress"
 )
 
 // The two tools measured: a tiny one written in C and a Go-built one.
@@ -206,4 +215,97 @@ func BenchmarkFloor(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchNet resolves every name to benchIP and dials benchIP:443 to a
+// loopback server; nothing else is ever dialed.
+type benchNet struct{ target string }
+
+const benchIP = "93.184.216.34"
+
+func (n benchNet) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return []netip.Addr{netip.MustParseAddr(benchIP)}, nil
+}
+
+func (n benchNet) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if addr != benchIP+":443" {
+		return nil, fmt.Errorf("bench dialer: %s is not the test server", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", n.target)
+}
+
+// BenchmarkCredentials is the cost of credentials per call: http.fetch to
+// a loopback API, without a credential (path=plain) and with a static
+// credential leased for the call, recorded, injected host-side and
+// registered for redaction (path=credential). `benchstat -col /path`
+// prints the ratio.
+func BenchmarkCredentials(b *testing.B) {
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer api.Close()
+	pool := api.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	n := benchNet{target: api.Listener.Addr().String()}
+	eg := egress.New(egress.Config{Resolver: n, Dialer: n, TLSConfig: &tls.Config{RootCAs: pool}})
+
+	b.Setenv("AIRLOCK_BENCH_TOKEN", "bench-token-0123456789abcdef0123456789")
+	dir := b.TempDir()
+	root := testenv.Root(b)
+	fetch := filepath.Join(root, "build", "wasm", "httpfetch.wasm")
+	sum := testenv.SHA256File(b, fetch)
+	creds := filepath.Join(dir, "credentials.yaml")
+	write(b, creds, "apiVersion: airlock.dev/v1\nkind: Credentials\nsources:\n  - {name: tok, type: static, env: AIRLOCK_BENCH_TOKEN}\n")
+	manifest := func(name, credBlock string) {
+		write(b, filepath.Join(dir, "m", name+".yaml"), fmt.Sprintf(`apiVersion: airlock.dev/v1
+kind: Tool
+metadata: {name: %s, version: 1.0.0, description: bench}
+spec:
+  runtime:
+    wasm: {module: %q, sha256: %q}
+  input: {type: object}
+  output: {type: object}
+  capabilities:
+    network:
+      - {host: api.example.com, methods: [GET]}
+%s  limits: {memory: 64MiB, timeout: 10s, output: 1MiB}
+  risk: low
+`, name, fetch, sum, credBlock))
+	}
+	manifest("api.plain", "")
+	manifest("api.cred", `    credentials:
+      - name: api
+        source: tok
+        inject: {http: {host: api.example.com, header: Authorization, format: "Bearer {{token}}"}}
+`)
+	x := testenv.Start(b, testenv.Options{
+		Manifests: filepath.Join(dir, "m"), Policies: testenv.Policy(b, "allow", testenv.AllowAll),
+		Egress: eg, Credentials: creds, Quiet: true,
+	})
+	ctx := context.Background()
+	task, err := x.Client.BeginTask(ctx, client.TaskOptions{Purpose: "bench", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct{ path, tool string }{{"plain", "api.plain"}, {"credential", "api.cred"}} {
+		b.Run("path="+c.path, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				out, err := x.Client.Submit(ctx, c.tool, `{"url":"https://api.example.com/v1"}`, client.WithTask(task.GetId()))
+				if err != nil || out.GetStatus() != airlockv1.Status_STATUS_OK {
+					b.Fatalf("%s: %v %v", c.tool, err, out.GetError())
+				}
+			}
+		})
+	}
+}
+
+func write(tb testing.TB, path, body string) {
+	tb.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		tb.Fatal(err)
+	}
 }
