@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -65,7 +66,7 @@ func Seal(ev *Event, prevHash string) ([]byte, error) {
 		return nil, fmt.Errorf("seal audit event %q: body is %d bytes, over the %d-byte limit: record digests and sizes, not payloads", ev.ID, len(raw), MaxBodySize)
 	}
 	body := raw
-	if len(ev.Details) > 0 || bytes.Contains(raw, []byte(`\ufffd`)) {
+	if (len(ev.Details) > 0 && !plainDetails(ev.Details)) || bytes.Contains(raw, []byte(`\ufffd`)) {
 		// Normalize once through the decoded form so that Verify can check
 		// that a stored body is exactly the re-marshaling of what it
 		// decodes to. Two things do not round-trip on their own: Details,
@@ -85,6 +86,25 @@ func Seal(ev *Event, prevHash string) ([]byte, error) {
 	sum := sha256.Sum256(body)
 	ev.Hash = hex.EncodeToString(sum[:])
 	return body, nil
+}
+
+// plainDetails reports whether every detail is a value whose JSON encoding
+// survives a decode (with UseNumber) and re-encode unchanged: strings,
+// booleans, nil, integers, json.Number and finite floats. Then the first
+// encoding is already canonical and Seal skips the round trip.
+func plainDetails(d map[string]any) bool {
+	for _, v := range d {
+		switch x := v.(type) {
+		case nil, string, bool, int, int32, int64, uint32, json.Number:
+		case float64:
+			if math.IsInf(x, 0) || math.IsNaN(x) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Decode parses a stored canonical body back into an Event and sets its Hash
