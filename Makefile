@@ -47,6 +47,7 @@ lint: tools ## static gates: vet, gofmt, go mod tidy, generated code, manifest p
 	@git diff --exit-code --stat -- planner-api/airlockv1 || { echo "generated code is stale: run make proto and commit"; exit 1; }
 	@./tools/pin.sh --check
 	$(GO) run ./cmd/airlock manifest lint manifests/tools
+	$(GO) run ./cmd/airlock manifest lint manifests/examples/tools
 	$(GO) run ./cmd/airlock policy test manifests/policies --manifests manifests/tools
 
 .PHONY: check

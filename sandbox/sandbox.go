@@ -54,6 +54,25 @@ type Call struct {
 	// and this call's injected credentials (an *egress.Binding). nil: the
 	// guest's requests fail with "network_not_granted".
 	Egress Egress
+	// Mounts are extra host directories mounted read-only for this call only
+	// (file-injected credentials), with the same confinement as the
+	// workspace: no writes, no links, no path through a symlink. The
+	// executor creates and removes them; nil means none.
+	Mounts []Mount
+}
+
+// CredentialsGuestPath is where the executor mounts a call's file-injected
+// credentials: the guest reads CredentialsGuestPath + "/" + NAME.
+const CredentialsGuestPath = "/run/airlock/credentials"
+
+// Mount is a host directory shown read-only to the guest at GuestPath.
+type Mount struct {
+	// HostDir is an absolute host directory.
+	HostDir string
+	// GuestPath is the absolute, clean guest path, like
+	// "/run/airlock/credentials"; it may not be "/" nor overlap the
+	// workspace mount or another mount.
+	GuestPath string
 }
 
 // Egress sends one HTTP request of a tool under its allowlist, attaching

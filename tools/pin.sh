@@ -2,7 +2,8 @@
 # Pin each tool manifest to the digest of the module it names.
 #
 #   tools/pin.sh            rewrite spec.runtime.wasm.sha256 of every manifest in
-#                           manifests/tools/ to the sha256 of its module
+#                           manifests/tools/ and manifests/examples/tools/ to the
+#                           sha256 of its module
 #   tools/pin.sh --check    change nothing; exit 1 listing every manifest whose
 #                           pin differs from its module (or whose module is
 #                           missing): the `make check` gate
@@ -31,6 +32,9 @@ else
 	shopt -s nullglob
 	files=("$root"/manifests/tools/*.yaml)
 	[ "${#files[@]}" -gt 0 ] || { echo "pin.sh: no manifests in manifests/tools/" >&2; exit 1; }
+	# The example tools (they need credentials, so they are served apart
+	# from the bundled ones) are pinned the same way.
+	files+=("$root"/manifests/examples/tools/*.yaml)
 fi
 
 # The one `module:` and `sha256:` of spec.runtime.wasm, in block or flow style.

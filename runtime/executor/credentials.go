@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
@@ -15,8 +18,10 @@ import (
 
 // inject leases the tool's credentials for this call and injects them as
 // its manifest says: http (the host attaches the value to requests for one
-// host; the tool never sees it) or env (visible to the tool, never to the
-// planner). Every value is registered with the call's redactor first. A
+// host; the tool never sees it), env (visible to the tool, never to the
+// planner) or file (a read-only file of a per-call host directory mounted
+// at sandbox.CredentialsGuestPath; removed by c.removeFiles when the call
+// ends). Every value is registered with the call's redactor first. A
 // non-nil result is the failure the call ends with: nothing runs without
 // the credentials it declares.
 func (c *call) inject(ctx context.Context, sc *sandbox.Call) *airlockv1.Error {
@@ -45,9 +50,16 @@ func (c *call) inject(ctx context.Context, sc *sandbox.Call) *airlockv1.Error {
 				env = map[string]string{}
 			}
 			env[is.Inject.Env.Name] = is.Value
+		case is.Inject.File != nil:
+			if err := c.writeFile(is.Inject.File.Path, is.Value); err != nil {
+				return outcomeError("credential_unavailable", fmt.Sprintf("tool %s did not run: credential %s could not be written for the tool: %v", t.m.Metadata.Name, is.Name, err), "")
+			}
 		}
 	}
 	sc.Env = env
+	if c.credDir != "" {
+		sc.Mounts = append(sc.Mounts, sandbox.Mount{HostDir: c.credDir, GuestPath: sandbox.CredentialsGuestPath})
+	}
 	if len(injs) > 0 {
 		b, err := t.egress.With(injs)
 		if err != nil {
@@ -56,6 +68,63 @@ func (c *call) inject(ctx context.Context, sc *sandbox.Call) *airlockv1.Error {
 		sc.Egress = redactingEgress{inner: b, red: c.red}
 	}
 	return nil
+}
+
+// credFileRe is a file-injected credential's name: one path component,
+// not starting with a dot.
+var credFileRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// checkCredFile says what is wrong with a file injection's path ("" if
+// nothing); seen holds the paths of the tool's earlier file injections.
+func checkCredFile(name string, seen map[string]bool) string {
+	if !credFileRe.MatchString(name) {
+		return fmt.Sprintf("file.path %q must be a plain file name (letters, digits, ., _ and -, not starting with a dot, at most 128): the guest reads %s/NAME", name, sandbox.CredentialsGuestPath)
+	}
+	if seen[name] {
+		return fmt.Sprintf("file.path %q is used by another credential of the tool: give each its own name", name)
+	}
+	seen[name] = true
+	return ""
+}
+
+// writeFile writes one file-injected credential into the call's private
+// host directory (created 0700 on first use; the file is 0400).
+func (c *call) writeFile(name, value string) error {
+	if !credFileRe.MatchString(name) {
+		return fmt.Errorf("file name %q is not allowed", name)
+	}
+	if c.credDir == "" {
+		dir, err := os.MkdirTemp("", "airlock-cred-")
+		if err != nil {
+			return fmt.Errorf("creating the call's credentials directory: %w", err)
+		}
+		c.credDir = dir
+	}
+	f, err := os.OpenFile(filepath.Join(c.credDir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", name, err)
+	}
+	_, werr := f.WriteString(value)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("writing %s: %w", name, werr)
+	}
+	return nil
+}
+
+// removeFiles deletes the call's file-injected credentials, if any. It is
+// called when the call ends, whatever the outcome.
+func (c *call) removeFiles() {
+	if c.credDir == "" {
+		return
+	}
+	if err := os.RemoveAll(c.credDir); err != nil {
+		c.e.log.Error().Err(err).Str("intent", c.out.IntentId).Str("dir", c.credDir).Msg("removing a call's credential files failed: remove the directory by hand")
+		return
+	}
+	c.credDir = ""
 }
 
 // redactingEgress hides the call's credentials in what a server sends

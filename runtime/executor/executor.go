@@ -258,6 +258,7 @@ func (e *Executor) checkGrants(lt *loadedTool) string {
 		}
 		lt.egress = b
 	}
+	files := map[string]bool{}
 	for _, cr := range caps.Credentials {
 		if e.cfg.Credentials == nil {
 			return fmt.Sprintf("tool %s declares credential %q but no credential sources are configured: pass --credentials FILE", lt.m.Metadata.Name, cr.Name)
@@ -267,7 +268,9 @@ func (e *Executor) checkGrants(lt *loadedTool) string {
 		}
 		switch {
 		case cr.Inject.File != nil:
-			return fmt.Sprintf("tool %s, credential %q: file injection is not supported yet: use http or env", lt.m.Metadata.Name, cr.Name)
+			if msg := checkCredFile(cr.Inject.File.Path, files); msg != "" {
+				return fmt.Sprintf("tool %s, credential %q: %s", lt.m.Metadata.Name, cr.Name, msg)
+			}
 		case cr.Inject.HTTP != nil && lt.egress == nil:
 			return fmt.Sprintf("tool %s, credential %q: http injection needs a network grant for host %s", lt.m.Metadata.Name, cr.Name, cr.Inject.HTTP.Host)
 		}
@@ -326,6 +329,7 @@ type call struct {
 	task       *store.Task
 	pending    *audit.Event // a decision event committed with the execution
 	red        *redact.Redactor
+	credDir    string // host directory of file-injected credentials ("" none)
 	argsDigest string
 	decision   *policy.Decision
 }
@@ -427,6 +431,7 @@ func (c *call) run(ctx context.Context) {
 	}
 	// 6. credentials: leased for this call, recorded before they exist.
 	if len(t.m.Spec.Capabilities.Credentials) > 0 {
+		defer c.removeFiles()
 		if oerr := c.inject(ctx, sc); oerr != nil {
 			c.finish(ctx, airlockv1.Status_STATUS_FAILED, oerr, "")
 			return

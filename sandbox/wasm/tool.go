@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -241,15 +242,48 @@ func (t *tool) moduleConfig(call *sandbox.Call) (wazero.ModuleConfig, error) {
 			mcfg = mcfg.WithEnv(k, call.Env[k])
 		}
 	}
+	var fsc wazero.FSConfig
+	guestPaths := []string{}
 	if t.fsGrant && call.Workspace != "" {
 		dir, err := workspaceDir(call.Workspace)
 		if err != nil {
 			return nil, t.runError(sandbox.KindInternal, nil, err, "workspace %s is not usable: the executor must create it as a directory", call.Workspace)
 		}
-		fsc := wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(newWorkspaceFS(dir, t.fsRO), WorkspaceGuestPath)
+		fsc = wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(newWorkspaceFS(dir, t.fsRO), WorkspaceGuestPath)
+		guestPaths = append(guestPaths, WorkspaceGuestPath)
+	}
+	for _, m := range call.Mounts {
+		if err := checkGuestPath(m.GuestPath, guestPaths); err != nil {
+			return nil, t.runError(sandbox.KindInternal, nil, err, "mount %s is not usable", m.GuestPath)
+		}
+		dir, err := workspaceDir(m.HostDir)
+		if err != nil {
+			return nil, t.runError(sandbox.KindInternal, nil, err, "mount %s: host directory %s is not usable: the executor must create it as a directory", m.GuestPath, m.HostDir)
+		}
+		if fsc == nil {
+			fsc = wazero.NewFSConfig()
+		}
+		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(newWorkspaceFS(dir, true), m.GuestPath)
+		guestPaths = append(guestPaths, m.GuestPath)
+	}
+	if fsc != nil {
 		mcfg = mcfg.WithFSConfig(fsc)
 	}
 	return mcfg, nil
+}
+
+// checkGuestPath accepts an absolute, clean guest mount path other than "/"
+// that neither contains nor is contained in one of taken.
+func checkGuestPath(p string, taken []string) error {
+	if p == "" || p == "/" || !strings.HasPrefix(p, "/") || path.Clean(p) != p {
+		return fmt.Errorf("guest path %q must be an absolute, clean path other than /", p)
+	}
+	for _, q := range taken {
+		if p == q || strings.HasPrefix(p, q+"/") || strings.HasPrefix(q, p+"/") {
+			return fmt.Errorf("guest path %s overlaps the mount at %s", p, q)
+		}
+	}
+	return nil
 }
 
 // workspaceDir resolves a host workspace to an absolute directory without
