@@ -367,7 +367,31 @@ func (m *Main) taskCommand() *cobra.Command {
 		},
 	}
 	m.addClientFlags(get, &gcf)
-	cmd.AddCommand(begin, end, get)
+
+	var rcf clientFlags
+	var rreason string
+	revoke := &cobra.Command{
+		Use:   "revoke TASK_ID",
+		Short: "revoke every credential leased to a task at its source, and cancel its calls in flight",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := rcf.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			resp, err := c.Tasks.RevokeCredentials(ctx, &airlockv1.RevokeCredentialsRequest{TaskId: args[0], Reason: rreason})
+			if err != nil {
+				return rcf.rpcErr(err)
+			}
+			fmt.Fprintf(m.Stdout, "revoked %d credential lease(s) of task %s\n", resp.GetRevoked(), args[0])
+			return nil
+		},
+	}
+	m.addClientFlags(revoke, &rcf)
+	revoke.Flags().StringVar(&rreason, "reason", "", "why (recorded)")
+	cmd.AddCommand(begin, end, get, revoke)
 	return cmd
 }
 

@@ -27,6 +27,12 @@
 //     its test file. The package is vetted and tested natively, built with
 //     GOOS=wasip1 GOARCH=wasm like tools/build.sh, and called through a real
 //     executor with the guide's manifest and the bundled development policy.
+//   - yaml title=credentials: a credentials configuration (kind:
+//     Credentials). It must parse with credentials.Parse and build with
+//     credentials.Build (files it names are written with a dummy secret, a
+//     keyFile with a fresh P-256 key; env reads a fake environment; nothing
+//     is dialed). Every credential a guide manifest declares must name a
+//     source of one of these blocks.
 //   - go title=planner: a complete Go program; it must build and vet.
 //   - any title=excerpt file=PATH: the block's text must appear verbatim in
 //     PATH (relative to the repository root).

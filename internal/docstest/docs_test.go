@@ -3,7 +3,13 @@ package docstest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,9 +21,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
 	"github.com/airlock-dev/airlock/internal/cli"
 	"github.com/airlock-dev/airlock/internal/testenv"
 	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/credentials"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/policy"
 )
@@ -118,7 +127,7 @@ func ofKind(bs []block, kind string) []block {
 // title would silently drop a block from the tests.
 func TestGuidesHaveTestedExamples(t *testing.T) {
 	known := map[string]bool{"manifest": true, "problems": true, "policy": true, "policytest": true,
-		"tool": true, "tooltest": true, "planner": true, "excerpt": true}
+		"tool": true, "tooltest": true, "planner": true, "excerpt": true, "credentials": true}
 	count := map[string]int{}
 	for _, b := range blocks(t) {
 		title, ok := b.attrs["title"]
@@ -130,7 +139,7 @@ func TestGuidesHaveTestedExamples(t *testing.T) {
 		}
 		count[title]++
 	}
-	for _, k := range []string{"manifest", "policy", "policytest", "tool", "tooltest", "planner", "excerpt"} {
+	for _, k := range []string{"manifest", "policy", "policytest", "tool", "tooltest", "planner", "excerpt", "credentials"} {
 		if count[k] == 0 {
 			t.Errorf("no block with title=%s in the guides", k)
 		}
@@ -261,6 +270,99 @@ func guideManifests(t *testing.T, toolModule string) []*manifest.Manifest {
 func TestManifests(t *testing.T) {
 	if n := len(guideManifests(t, "")); n == 0 {
 		t.Fatal("no manifest example loaded")
+	}
+}
+
+// TestCredentialsConfigs parses every credentials configuration example
+// strictly, builds its sources with credentials.Build (secrets come from a
+// fake environment and files the test writes, never from the machine), and
+// checks that every credential a guide manifest declares names a source of
+// one of them, so that the operator guide's examples fit together.
+func TestCredentialsConfigs(t *testing.T) {
+	sources := map[string]bool{}
+	n := 0
+	for _, b := range ofKind(blocks(t), "credentials") {
+		n++
+		dir := t.TempDir()
+		file := filepath.Join(dir, "credentials.yaml")
+		cfg, err := credentials.Parse([]byte(b.text), file)
+		if err != nil {
+			t.Errorf("%s: %v", b, err)
+			continue
+		}
+		for _, s := range cfg.Sources {
+			if sources[s.Name] {
+				t.Errorf("%s: source %q is defined by two examples: give each its own name", b, s.Name)
+			}
+			sources[s.Name] = true
+			if s.KeyFile != "" && !filepath.IsAbs(s.KeyFile) {
+				writeP256Key(t, filepath.Join(dir, filepath.FromSlash(s.KeyFile)))
+			}
+			for _, f := range []string{s.File, s.ClientSecretFile} {
+				if f != "" && !filepath.IsAbs(f) {
+					p := filepath.Join(dir, filepath.FromSlash(f))
+					if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(p, []byte("docstest-secret-value\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		// Only offline sources are built: oauth2 and spiffe-jwt would reach
+		// out to an authorization server or a Workload API when issuing,
+		// but building them dials nothing; a jwt source without keyFile
+		// generates its key.
+		env := func(string) (string, bool) { return "docstest-secret-value", true }
+		reg, err := credentials.Build(cfg, dir, credentials.LoadOptions{LookupEnv: env, Fetcher: noFetcher{}})
+		if err != nil {
+			t.Errorf("%s: credentials.Build: %v", b, err)
+			continue
+		}
+		for _, s := range cfg.Sources {
+			if _, err := reg.Source(s.Name); err != nil {
+				t.Errorf("%s: source %s was not built: %v", b, s.Name, err)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no credentials example in the guides")
+	}
+	for _, m := range guideManifests(t, "") {
+		for _, c := range m.Spec.Capabilities.Credentials {
+			if !sources[c.Source] {
+				t.Errorf("manifest %s: credential %s names source %q, which no credentials example of the guides defines", m.Metadata.Name, c.Name, c.Source)
+			}
+		}
+	}
+}
+
+// noFetcher stands in for the SPIFFE Workload API: the examples are only
+// built, never asked for a JWT-SVID.
+type noFetcher struct{}
+
+func (noFetcher) FetchJWTSVID(context.Context, jwtsvid.Params) (*jwtsvid.SVID, error) {
+	return nil, errors.New("docstest: no Workload API")
+}
+
+// writeP256Key writes a fresh P-256 private key (PKCS#8 PEM, 0600) at path,
+// as an operator would for a jwt source's keyFile.
+func writeP256Key(t *testing.T, path string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -200,6 +200,17 @@ spec:
 		t.Fatalf("env: %s", envs)
 	}
 
+	// An explicit revoke revokes every lease of the task at its source; the
+	// task stays open and a later call leases afresh.
+	rv, err := x.Client.Tasks.RevokeCredentials(ctx, &airlockv1.RevokeCredentialsRequest{TaskId: task.GetId(), Reason: "rotate"})
+	if err != nil || rv.GetRevoked() < 2 {
+		t.Fatalf("revoke: %v %v", rv, err)
+	}
+	if rv, err := x.Client.Tasks.RevokeCredentials(ctx, &airlockv1.RevokeCredentialsRequest{TaskId: task.GetId()}); err != nil || rv.GetRevoked() != 0 {
+		t.Fatalf("second revoke: %v %v", rv, err)
+	}
+	wantOK(t, submit(t, x, "api.fetch", `{"url":"https://api.example.com/v1/me"}`, client.WithTask(task.GetId())))
+
 	if _, err := x.Client.EndTask(ctx, task.GetId(), "done"); err != nil {
 		t.Fatal(err)
 	}

@@ -363,6 +363,103 @@ func (x *EndTaskResponse) GetTask() *Task {
 	return nil
 }
 
+type RevokeCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialsRequest) Reset() {
+	*x = RevokeCredentialsRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialsRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RevokeCredentialsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RevokeCredentialsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCredentialsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many leases were revoked.
+	Revoked       int32 `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialsResponse) Reset() {
+	*x = RevokeCredentialsResponse{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialsResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevokeCredentialsResponse) GetRevoked() int32 {
+	if x != nil {
+		return x.Revoked
+	}
+	return 0
+}
+
 type GetTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -372,7 +469,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[4]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +481,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[4]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +494,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{4}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -416,7 +513,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[5]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +525,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[5]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +538,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{5}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -470,7 +567,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[6]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +579,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[6]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +592,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{6}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Task) GetId() string {
@@ -577,7 +674,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[7]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +686,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[7]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +699,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{7}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitRequest) GetTool() string {
@@ -642,7 +739,7 @@ type GetIntentRequest struct {
 
 func (x *GetIntentRequest) Reset() {
 	*x = GetIntentRequest{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[8]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +751,7 @@ func (x *GetIntentRequest) String() string {
 func (*GetIntentRequest) ProtoMessage() {}
 
 func (x *GetIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[8]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +764,7 @@ func (x *GetIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIntentRequest.ProtoReflect.Descriptor instead.
 func (*GetIntentRequest) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{8}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetIntentRequest) GetIntentId() string {
@@ -696,7 +793,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[9]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +805,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[9]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +818,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{9}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Outcome) GetIntentId() string {
@@ -801,7 +898,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[10]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +910,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[10]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +923,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{10}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Error) GetCode() string {
@@ -862,7 +959,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[11]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +971,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[11]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +984,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{11}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Decision) GetEffect() Effect {
@@ -919,7 +1016,7 @@ type ListToolsRequest struct {
 
 func (x *ListToolsRequest) Reset() {
 	*x = ListToolsRequest{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[12]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1028,7 @@ func (x *ListToolsRequest) String() string {
 func (*ListToolsRequest) ProtoMessage() {}
 
 func (x *ListToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[12]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1041,7 @@ func (x *ListToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListToolsRequest.ProtoReflect.Descriptor instead.
 func (*ListToolsRequest) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{12}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{14}
 }
 
 type ListToolsResponse struct {
@@ -956,7 +1053,7 @@ type ListToolsResponse struct {
 
 func (x *ListToolsResponse) Reset() {
 	*x = ListToolsResponse{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[13]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1065,7 @@ func (x *ListToolsResponse) String() string {
 func (*ListToolsResponse) ProtoMessage() {}
 
 func (x *ListToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[13]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1078,7 @@ func (x *ListToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListToolsResponse.ProtoReflect.Descriptor instead.
 func (*ListToolsResponse) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{13}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListToolsResponse) GetTools() []*Tool {
@@ -1012,7 +1109,7 @@ type Tool struct {
 
 func (x *Tool) Reset() {
 	*x = Tool{}
-	mi := &file_airlock_v1_airlock_proto_msgTypes[14]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1121,7 @@ func (x *Tool) String() string {
 func (*Tool) ProtoMessage() {}
 
 func (x *Tool) ProtoReflect() protoreflect.Message {
-	mi := &file_airlock_v1_airlock_proto_msgTypes[14]
+	mi := &file_airlock_v1_airlock_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1134,7 @@ func (x *Tool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tool.ProtoReflect.Descriptor instead.
 func (*Tool) Descriptor() ([]byte, []int) {
-	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{14}
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Tool) GetName() string {
@@ -1123,7 +1220,12 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"7\n" +
 	"\x0fEndTaskResponse\x12$\n" +
-	"\x04task\x18\x01 \x01(\v2\x10.airlock.v1.TaskR\x04task\")\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.airlock.v1.TaskR\x04task\"K\n" +
+	"\x18RevokeCredentialsRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"5\n" +
+	"\x19RevokeCredentialsResponse\x12\x18\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked\")\n" +
 	"\x0eGetTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\"7\n" +
 	"\x0fGetTaskResponse\x12$\n" +
@@ -1197,11 +1299,12 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
 	"\vEFFECT_DENY\x10\x02\x12\x1b\n" +
-	"\x17EFFECT_REQUIRE_APPROVAL\x10\x032\xdf\x01\n" +
+	"\x17EFFECT_REQUIRE_APPROVAL\x10\x032\xc1\x02\n" +
 	"\vTaskService\x12H\n" +
 	"\tBeginTask\x12\x1c.airlock.v1.BeginTaskRequest\x1a\x1d.airlock.v1.BeginTaskResponse\x12B\n" +
 	"\aEndTask\x12\x1a.airlock.v1.EndTaskRequest\x1a\x1b.airlock.v1.EndTaskResponse\x12B\n" +
-	"\aGetTask\x12\x1a.airlock.v1.GetTaskRequest\x1a\x1b.airlock.v1.GetTaskResponse2\x89\x01\n" +
+	"\aGetTask\x12\x1a.airlock.v1.GetTaskRequest\x1a\x1b.airlock.v1.GetTaskResponse\x12`\n" +
+	"\x11RevokeCredentials\x12$.airlock.v1.RevokeCredentialsRequest\x1a%.airlock.v1.RevokeCredentialsResponse2\x89\x01\n" +
 	"\rIntentService\x128\n" +
 	"\x06Submit\x12\x19.airlock.v1.SubmitRequest\x1a\x13.airlock.v1.Outcome\x12>\n" +
 	"\tGetIntent\x12\x1c.airlock.v1.GetIntentRequest\x1a\x13.airlock.v1.Outcome2W\n" +
@@ -1221,62 +1324,66 @@ func file_airlock_v1_airlock_proto_rawDescGZIP() []byte {
 }
 
 var file_airlock_v1_airlock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_airlock_v1_airlock_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_airlock_v1_airlock_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_airlock_v1_airlock_proto_goTypes = []any{
-	(Status)(0),                   // 0: airlock.v1.Status
-	(Effect)(0),                   // 1: airlock.v1.Effect
-	(*BeginTaskRequest)(nil),      // 2: airlock.v1.BeginTaskRequest
-	(*BeginTaskResponse)(nil),     // 3: airlock.v1.BeginTaskResponse
-	(*EndTaskRequest)(nil),        // 4: airlock.v1.EndTaskRequest
-	(*EndTaskResponse)(nil),       // 5: airlock.v1.EndTaskResponse
-	(*GetTaskRequest)(nil),        // 6: airlock.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),       // 7: airlock.v1.GetTaskResponse
-	(*Task)(nil),                  // 8: airlock.v1.Task
-	(*SubmitRequest)(nil),         // 9: airlock.v1.SubmitRequest
-	(*GetIntentRequest)(nil),      // 10: airlock.v1.GetIntentRequest
-	(*Outcome)(nil),               // 11: airlock.v1.Outcome
-	(*Error)(nil),                 // 12: airlock.v1.Error
-	(*Decision)(nil),              // 13: airlock.v1.Decision
-	(*ListToolsRequest)(nil),      // 14: airlock.v1.ListToolsRequest
-	(*ListToolsResponse)(nil),     // 15: airlock.v1.ListToolsResponse
-	(*Tool)(nil),                  // 16: airlock.v1.Tool
-	nil,                           // 17: airlock.v1.BeginTaskRequest.LabelsEntry
-	nil,                           // 18: airlock.v1.Task.LabelsEntry
-	nil,                           // 19: airlock.v1.Tool.LabelsEntry
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(Status)(0),                       // 0: airlock.v1.Status
+	(Effect)(0),                       // 1: airlock.v1.Effect
+	(*BeginTaskRequest)(nil),          // 2: airlock.v1.BeginTaskRequest
+	(*BeginTaskResponse)(nil),         // 3: airlock.v1.BeginTaskResponse
+	(*EndTaskRequest)(nil),            // 4: airlock.v1.EndTaskRequest
+	(*EndTaskResponse)(nil),           // 5: airlock.v1.EndTaskResponse
+	(*RevokeCredentialsRequest)(nil),  // 6: airlock.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil), // 7: airlock.v1.RevokeCredentialsResponse
+	(*GetTaskRequest)(nil),            // 8: airlock.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),           // 9: airlock.v1.GetTaskResponse
+	(*Task)(nil),                      // 10: airlock.v1.Task
+	(*SubmitRequest)(nil),             // 11: airlock.v1.SubmitRequest
+	(*GetIntentRequest)(nil),          // 12: airlock.v1.GetIntentRequest
+	(*Outcome)(nil),                   // 13: airlock.v1.Outcome
+	(*Error)(nil),                     // 14: airlock.v1.Error
+	(*Decision)(nil),                  // 15: airlock.v1.Decision
+	(*ListToolsRequest)(nil),          // 16: airlock.v1.ListToolsRequest
+	(*ListToolsResponse)(nil),         // 17: airlock.v1.ListToolsResponse
+	(*Tool)(nil),                      // 18: airlock.v1.Tool
+	nil,                               // 19: airlock.v1.BeginTaskRequest.LabelsEntry
+	nil,                               // 20: airlock.v1.Task.LabelsEntry
+	nil,                               // 21: airlock.v1.Tool.LabelsEntry
+	(*durationpb.Duration)(nil),       // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
 }
 var file_airlock_v1_airlock_proto_depIdxs = []int32{
-	20, // 0: airlock.v1.BeginTaskRequest.ttl:type_name -> google.protobuf.Duration
-	17, // 1: airlock.v1.BeginTaskRequest.labels:type_name -> airlock.v1.BeginTaskRequest.LabelsEntry
-	8,  // 2: airlock.v1.BeginTaskResponse.task:type_name -> airlock.v1.Task
-	8,  // 3: airlock.v1.EndTaskResponse.task:type_name -> airlock.v1.Task
-	8,  // 4: airlock.v1.GetTaskResponse.task:type_name -> airlock.v1.Task
-	18, // 5: airlock.v1.Task.labels:type_name -> airlock.v1.Task.LabelsEntry
-	21, // 6: airlock.v1.Task.started_at:type_name -> google.protobuf.Timestamp
-	21, // 7: airlock.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 8: airlock.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 0: airlock.v1.BeginTaskRequest.ttl:type_name -> google.protobuf.Duration
+	19, // 1: airlock.v1.BeginTaskRequest.labels:type_name -> airlock.v1.BeginTaskRequest.LabelsEntry
+	10, // 2: airlock.v1.BeginTaskResponse.task:type_name -> airlock.v1.Task
+	10, // 3: airlock.v1.EndTaskResponse.task:type_name -> airlock.v1.Task
+	10, // 4: airlock.v1.GetTaskResponse.task:type_name -> airlock.v1.Task
+	20, // 5: airlock.v1.Task.labels:type_name -> airlock.v1.Task.LabelsEntry
+	23, // 6: airlock.v1.Task.started_at:type_name -> google.protobuf.Timestamp
+	23, // 7: airlock.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 8: airlock.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: airlock.v1.Outcome.status:type_name -> airlock.v1.Status
-	12, // 10: airlock.v1.Outcome.error:type_name -> airlock.v1.Error
-	13, // 11: airlock.v1.Outcome.decision:type_name -> airlock.v1.Decision
-	20, // 12: airlock.v1.Outcome.duration:type_name -> google.protobuf.Duration
+	14, // 10: airlock.v1.Outcome.error:type_name -> airlock.v1.Error
+	15, // 11: airlock.v1.Outcome.decision:type_name -> airlock.v1.Decision
+	22, // 12: airlock.v1.Outcome.duration:type_name -> google.protobuf.Duration
 	1,  // 13: airlock.v1.Decision.effect:type_name -> airlock.v1.Effect
-	16, // 14: airlock.v1.ListToolsResponse.tools:type_name -> airlock.v1.Tool
-	19, // 15: airlock.v1.Tool.labels:type_name -> airlock.v1.Tool.LabelsEntry
+	18, // 14: airlock.v1.ListToolsResponse.tools:type_name -> airlock.v1.Tool
+	21, // 15: airlock.v1.Tool.labels:type_name -> airlock.v1.Tool.LabelsEntry
 	2,  // 16: airlock.v1.TaskService.BeginTask:input_type -> airlock.v1.BeginTaskRequest
 	4,  // 17: airlock.v1.TaskService.EndTask:input_type -> airlock.v1.EndTaskRequest
-	6,  // 18: airlock.v1.TaskService.GetTask:input_type -> airlock.v1.GetTaskRequest
-	9,  // 19: airlock.v1.IntentService.Submit:input_type -> airlock.v1.SubmitRequest
-	10, // 20: airlock.v1.IntentService.GetIntent:input_type -> airlock.v1.GetIntentRequest
-	14, // 21: airlock.v1.ToolService.ListTools:input_type -> airlock.v1.ListToolsRequest
-	3,  // 22: airlock.v1.TaskService.BeginTask:output_type -> airlock.v1.BeginTaskResponse
-	5,  // 23: airlock.v1.TaskService.EndTask:output_type -> airlock.v1.EndTaskResponse
-	7,  // 24: airlock.v1.TaskService.GetTask:output_type -> airlock.v1.GetTaskResponse
-	11, // 25: airlock.v1.IntentService.Submit:output_type -> airlock.v1.Outcome
-	11, // 26: airlock.v1.IntentService.GetIntent:output_type -> airlock.v1.Outcome
-	15, // 27: airlock.v1.ToolService.ListTools:output_type -> airlock.v1.ListToolsResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
+	8,  // 18: airlock.v1.TaskService.GetTask:input_type -> airlock.v1.GetTaskRequest
+	6,  // 19: airlock.v1.TaskService.RevokeCredentials:input_type -> airlock.v1.RevokeCredentialsRequest
+	11, // 20: airlock.v1.IntentService.Submit:input_type -> airlock.v1.SubmitRequest
+	12, // 21: airlock.v1.IntentService.GetIntent:input_type -> airlock.v1.GetIntentRequest
+	16, // 22: airlock.v1.ToolService.ListTools:input_type -> airlock.v1.ListToolsRequest
+	3,  // 23: airlock.v1.TaskService.BeginTask:output_type -> airlock.v1.BeginTaskResponse
+	5,  // 24: airlock.v1.TaskService.EndTask:output_type -> airlock.v1.EndTaskResponse
+	9,  // 25: airlock.v1.TaskService.GetTask:output_type -> airlock.v1.GetTaskResponse
+	7,  // 26: airlock.v1.TaskService.RevokeCredentials:output_type -> airlock.v1.RevokeCredentialsResponse
+	13, // 27: airlock.v1.IntentService.Submit:output_type -> airlock.v1.Outcome
+	13, // 28: airlock.v1.IntentService.GetIntent:output_type -> airlock.v1.Outcome
+	17, // 29: airlock.v1.ToolService.ListTools:output_type -> airlock.v1.ListToolsResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1293,7 +1400,7 @@ func file_airlock_v1_airlock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_airlock_v1_airlock_proto_rawDesc), len(file_airlock_v1_airlock_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -26,9 +26,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaskService_BeginTask_FullMethodName = "/airlock.v1.TaskService/BeginTask"
-	TaskService_EndTask_FullMethodName   = "/airlock.v1.TaskService/EndTask"
-	TaskService_GetTask_FullMethodName   = "/airlock.v1.TaskService/GetTask"
+	TaskService_BeginTask_FullMethodName         = "/airlock.v1.TaskService/BeginTask"
+	TaskService_EndTask_FullMethodName           = "/airlock.v1.TaskService/EndTask"
+	TaskService_GetTask_FullMethodName           = "/airlock.v1.TaskService/GetTask"
+	TaskService_RevokeCredentials_FullMethodName = "/airlock.v1.TaskService/RevokeCredentials"
 )
 
 // TaskServiceClient is the client API for TaskService service.
@@ -44,6 +45,10 @@ type TaskServiceClient interface {
 	EndTask(ctx context.Context, in *EndTaskRequest, opts ...grpc.CallOption) (*EndTaskResponse, error)
 	// GetTask returns a task of the caller.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
+	// RevokeCredentials revokes every credential leased to the task at its
+	// source and cancels the task's calls in flight; the task stays open and
+	// later calls lease fresh credentials.
+	RevokeCredentials(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error)
 }
 
 type taskServiceClient struct {
@@ -84,6 +89,16 @@ func (c *taskServiceClient) GetTask(ctx context.Context, in *GetTaskRequest, opt
 	return out, nil
 }
 
+func (c *taskServiceClient) RevokeCredentials(ctx context.Context, in *RevokeCredentialsRequest, opts ...grpc.CallOption) (*RevokeCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCredentialsResponse)
+	err := c.cc.Invoke(ctx, TaskService_RevokeCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskServiceServer is the server API for TaskService service.
 // All implementations must embed UnimplementedTaskServiceServer
 // for forward compatibility.
@@ -97,6 +112,10 @@ type TaskServiceServer interface {
 	EndTask(context.Context, *EndTaskRequest) (*EndTaskResponse, error)
 	// GetTask returns a task of the caller.
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
+	// RevokeCredentials revokes every credential leased to the task at its
+	// source and cancels the task's calls in flight; the task stays open and
+	// later calls lease fresh credentials.
+	RevokeCredentials(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }
 
@@ -115,6 +134,9 @@ func (UnimplementedTaskServiceServer) EndTask(context.Context, *EndTaskRequest) 
 }
 func (UnimplementedTaskServiceServer) GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTask not implemented")
+}
+func (UnimplementedTaskServiceServer) RevokeCredentials(context.Context, *RevokeCredentialsRequest) (*RevokeCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCredentials not implemented")
 }
 func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
 func (UnimplementedTaskServiceServer) testEmbeddedByValue()                     {}
@@ -191,6 +213,24 @@ func _TaskService_GetTask_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskService_RevokeCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).RevokeCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_RevokeCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).RevokeCredentials(ctx, req.(*RevokeCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaskService_ServiceDesc is the grpc.ServiceDesc for TaskService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -209,6 +249,10 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTask",
 			Handler:    _TaskService_GetTask_Handler,
+		},
+		{
+			MethodName: "RevokeCredentials",
+			Handler:    _TaskService_RevokeCredentials_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -256,3 +256,24 @@ func taskProto(t *store.Task) *airlockv1.Task {
 	}
 	return p
 }
+
+// RevokeCredentials revokes every credential leased to a task of caller at
+// its source and cancels the task's calls in flight. The task stays open.
+func (e *Executor) RevokeCredentials(ctx context.Context, caller identity.Caller, id, reason string) (int, error) {
+	t, err := e.ownedTask(ctx, caller, id)
+	if err != nil {
+		return 0, err
+	}
+	e.cancelTask(t.ID)
+	if e.leaser == nil {
+		return 0, nil
+	}
+	if reason == "" {
+		reason = "revoked by " + caller.SpiffeID
+	}
+	n, err := e.leaser.RevokeTask(context.WithoutCancel(ctx), t.ID, clip(reason, maxLogString))
+	if err != nil {
+		return n, fmt.Errorf("revoke the credentials of task %s: %w: the failed leases stay due and are retried", t.ID, err)
+	}
+	return n, nil
+}

@@ -100,6 +100,14 @@ func (s *taskService) GetTask(ctx context.Context, req *airlockv1.GetTaskRequest
 	return &airlockv1.GetTaskResponse{Task: t}, nil
 }
 
+func (s *taskService) RevokeCredentials(ctx context.Context, req *airlockv1.RevokeCredentialsRequest) (*airlockv1.RevokeCredentialsResponse, error) {
+	n, err := s.x.RevokeCredentials(ctx, callerOf(ctx), req.GetTaskId(), req.GetReason())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &airlockv1.RevokeCredentialsResponse{Revoked: int32(n)}, nil
+}
+
 type intentService struct {
 	airlockv1.UnimplementedIntentServiceServer
 	x *executor.Executor
