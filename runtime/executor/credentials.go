@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/runtime/credentials"
 	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/redact"
+	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/sandbox"
 )
 
@@ -152,29 +154,50 @@ func (r redactingEgress) Do(ctx context.Context, req egress.Request) (*egress.Re
 	return resp, err
 }
 
-// underTask derives a call context that is canceled when the task ends.
-func (e *Executor) underTask(ctx context.Context, taskID string) (context.Context, context.CancelFunc) {
+// underTask admits a call into its task: it derives a context that is
+// canceled when the task ends, and counts the call so that ending the task
+// waits for it before removing the workspace. It refuses (ok false) a task
+// that has ended: the check and the registration happen under the lock
+// endTask claims the end with.
+func (e *Executor) underTask(ctx context.Context, t *store.Task) (context.Context, context.CancelFunc, bool) {
 	e.mu.Lock()
-	sc, ok := e.taskCtx[taskID]
+	if !t.EndedAt.IsZero() {
+		e.mu.Unlock()
+		return nil, nil, false
+	}
+	sc, ok := e.taskCtx[t.ID]
 	if !ok {
 		tctx, cancel := context.WithCancel(context.Background())
-		sc = taskScope{ctx: tctx, cancel: cancel}
-		e.taskCtx[taskID] = sc
+		sc = &taskScope{ctx: tctx, cancel: cancel}
+		e.taskCtx[t.ID] = sc
 	}
+	sc.calls.Add(1)
 	e.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(sc.ctx, cancel)
-	return ctx, func() { stop(); cancel() }
+	return ctx, func() { stop(); cancel(); sc.calls.Done() }, true
 }
 
-// cancelTask cancels the calls in flight of a task that ended.
+// drainWait bounds how long ending a task waits for its canceled calls.
+const drainWait = 30 * time.Second
+
+// cancelTask cancels the calls in flight of a task that ended and waits
+// (bounded) until they are gone.
 func (e *Executor) cancelTask(taskID string) {
 	e.mu.Lock()
 	sc, ok := e.taskCtx[taskID]
 	delete(e.taskCtx, taskID)
 	e.mu.Unlock()
-	if ok {
-		sc.cancel()
+	if !ok {
+		return
+	}
+	sc.cancel()
+	done := make(chan struct{})
+	go func() { sc.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainWait):
+		e.log.Warn().Str("task", taskID).Msg("calls of an ended task still running after 30s")
 	}
 }
 

@@ -91,7 +91,7 @@ type Executor struct {
 	tasks map[string]*store.Task // cache of tasks seen; the store is the truth
 	// taskCtx is canceled when its task ends, which cancels the task's
 	// calls in flight.
-	taskCtx map[string]taskScope
+	taskCtx map[string]*taskScope
 
 	stopReaper context.CancelFunc
 	reaperDone chan struct{}
@@ -100,6 +100,7 @@ type Executor struct {
 type taskScope struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	calls  sync.WaitGroup // the task's calls in flight
 }
 
 type loadedTool struct {
@@ -141,7 +142,7 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		log:     log,
 		tools:   make(map[string]*loadedTool, len(cfg.Tools)),
 		tasks:   make(map[string]*store.Task),
-		taskCtx: make(map[string]taskScope),
+		taskCtx: make(map[string]*taskScope),
 	}
 	e.wsRoot = filepath.Join(cfg.DataDir, "workspaces")
 	if err := os.MkdirAll(e.wsRoot, 0o700); err != nil {
@@ -381,10 +382,12 @@ func (c *call) run(ctx context.Context) {
 		Request: policy.Request{ID: c.out.IntentId, Time: c.start.UTC(), Justification: c.req.GetJustification()},
 	}
 	if c.task != nil {
+		c.e.mu.Lock() // CallCount changes under the lock
 		in.Task = policy.Task{
 			ID: c.task.ID, Purpose: c.task.Purpose, Sensitivity: c.task.Sensitivity, Labels: c.task.Labels,
 			StartedAt: c.task.StartedAt, ExpiresAt: c.task.ExpiresAt, CallCount: c.task.CallCount,
 		}
+		c.e.mu.Unlock()
 	}
 	d := e.cfg.Policy.Decide(ctx, in)
 	c.decision = &d
@@ -419,9 +422,14 @@ func (c *call) run(ctx context.Context) {
 
 	// 7. execute, canceled when the task ends.
 	if c.task != nil {
-		var stop context.CancelFunc
-		ctx, stop = e.underTask(ctx, c.task.ID)
+		tctx, stop, ok := e.underTask(ctx, c.task)
+		if !ok {
+			c.finish(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("task_ended",
+				fmt.Sprintf("task %s ended before the call could run: begin a new task", c.task.ID), "task_id"), "")
+			return
+		}
 		defer stop()
+		ctx = tctx
 	}
 	// The tool gets the canonical form of what was validated, so that it
 	// cannot read something else (a duplicate key, say) than policy saw.

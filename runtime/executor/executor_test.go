@@ -5,8 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
@@ -139,5 +141,44 @@ func TestTaskBelongsToItsCaller(t *testing.T) {
 	}
 	if _, err := x.GetIntent(ctx, b, out.GetIntentId()); !errors.As(err, &te) || te.Code != "not_found" {
 		t.Fatalf("b read a's intent: %v", err)
+	}
+}
+
+// Ending a task while its calls run leaves nothing behind: no call is
+// admitted after the end, and the workspace is removed once the calls in
+// flight are gone.
+func TestEndTaskWhileCallsRun(t *testing.T) {
+	x, _, data := newExecutor(t)
+	ctx := context.Background()
+	me := identity.FromUID(1000)
+	for round := 0; round < 3; round++ {
+		task, err := x.BeginTask(ctx, me, &airlockv1.BeginTaskRequest{Purpose: "race"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					out := x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "workspace.write", TaskId: task.GetId(),
+						Arguments: `{"path":"f.txt","content":"x"}`})
+					switch out.GetStatus() {
+					case airlockv1.Status_STATUS_OK, airlockv1.Status_STATUS_INVALID, airlockv1.Status_STATUS_FAILED:
+					default:
+						t.Errorf("unexpected outcome %v", out)
+					}
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		if _, err := x.EndTask(ctx, me, task.GetId(), "race"); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if _, err := os.Stat(filepath.Join(data, "workspaces", task.GetId())); !os.IsNotExist(err) {
+			t.Fatalf("round %d: the ended task's workspace is still there (%v)", round, err)
+		}
 	}
 }

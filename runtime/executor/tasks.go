@@ -86,29 +86,39 @@ func (e *Executor) EndTask(ctx context.Context, caller identity.Caller, id, reas
 	if err != nil {
 		return nil, err
 	}
-	if !t.EndedAt.IsZero() {
-		return nil, &TaskError{"failed_precondition", fmt.Sprintf("task %s already ended at %s", id, t.EndedAt.Format(time.RFC3339))}
-	}
 	if err := e.endTask(ctx, t, caller.SpiffeID, clip(reason, maxLogString)); err != nil {
 		return nil, err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	return taskProto(t), nil
 }
 
 func (e *Executor) endTask(ctx context.Context, t *store.Task, by, reason string) error {
+	// Claim the end under the lock: from here no new call of the task is
+	// admitted (underTask refuses it), and a concurrent end (the reaper and
+	// EndTask) finds it taken.
+	now := time.Now().UTC()
+	e.mu.Lock()
+	if !t.EndedAt.IsZero() {
+		at := t.EndedAt
+		e.mu.Unlock()
+		return &TaskError{"failed_precondition", fmt.Sprintf("task %s already ended at %s", t.ID, at.Format(time.RFC3339))}
+	}
+	t.EndedAt = now
 	ended := *t
-	ended.EndedAt = time.Now().UTC()
+	e.mu.Unlock()
 	ev := &audit.Event{
-		ID: newID("evt"), Time: ended.EndedAt, Type: audit.TypeTaskEnd, Executor: e.cfg.ExecutorID, Caller: by,
-		TaskID: t.ID, Details: map[string]any{"reason": reason, "calls": t.CallCount},
+		ID: newID("evt"), Time: now, Type: audit.TypeTaskEnd, Executor: e.cfg.ExecutorID, Caller: by,
+		TaskID: t.ID, Details: map[string]any{"reason": reason, "calls": ended.CallCount},
 	}
 	if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}, Tasks: []*store.Task{&ended}}); err != nil {
+		e.mu.Lock()
+		t.EndedAt = time.Time{}
+		e.mu.Unlock()
 		return err
 	}
 	e.logEvent(ev)
-	e.mu.Lock()
-	t.EndedAt = ended.EndedAt
-	e.mu.Unlock()
 	// Its calls in flight end, and every credential leased to it is
 	// revoked at its source. A revocation that fails is retried by the
 	// reaper (the lease stays due).
@@ -121,6 +131,10 @@ func (e *Executor) endTask(ctx context.Context, t *store.Task, by, reason string
 	if err := os.RemoveAll(filepath.Join(e.wsRoot, t.ID)); err != nil {
 		e.log.Warn().Err(err).Str("task", t.ID).Msg("could not remove the task workspace")
 	}
+	// The store has it; the cache keeps only tasks that may still run.
+	e.mu.Lock()
+	delete(e.tasks, t.ID)
+	e.mu.Unlock()
 	return nil
 }
 
