@@ -8,7 +8,7 @@
 //     executor, for development. Revoke does nothing.
 //   - jwt: a short-lived ES256 JWT the executor signs itself (audience,
 //     subject = the caller's SPIFFE ID, task, tool and scopes). Verifiers
-//     get the public keys from JWKSHandler and ask the RFC 7662
+//     get the public keys from Handler and ask the RFC 7662
 //     introspection endpoint whether a token is still active: Revoke makes
 //     it inactive.
 //   - oauth2: an OAuth 2.0 client-credentials grant with the scope narrowed

@@ -317,10 +317,6 @@ func (j *JWT) Introspect(token string) Introspection {
 // JWKS returns the public JSON Web Key Set, serialized.
 func (j *JWT) JWKS() []byte { return append([]byte(nil), j.jwks...) }
 
-// JWKSHandler is Handler: it serves the JWKS and the introspection
-// endpoint.
-func (j *JWT) JWKSHandler() http.Handler { return j.Handler() }
-
 // Handler serves GET JWKSPath (the public keys) and POST IntrospectPath
 // (RFC 7662: form field "token"; the answer is {"active":false} for any
 // token that is not active, whatever the reason). Introspection callers are

@@ -160,7 +160,7 @@ func TestJWTVerifiedAndRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exec := httptest.NewServer(j.JWKSHandler())
+	exec := httptest.NewServer(j.Handler())
 	t.Cleanup(exec.Close)
 	api := resourceServer(t, exec.URL, "ci.example.org")
 

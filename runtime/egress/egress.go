@@ -151,7 +151,7 @@ type Config struct {
 	// http. For local development and tests only: default false, and such
 	// a request is refused with CodeInsecureCredential.
 	AllowCredentialsOverHTTP bool
-	// Logger receives one event per request (host, method, path, status,
+	// Logger receives one event per request (host, method, status,
 	// sizes, refusal code; never header values or the query). Default: none.
 	Logger zerolog.Logger
 }
@@ -318,7 +318,8 @@ func (b *Binding) Do(ctx context.Context, req Request) (*Response, error) {
 		ev = b.c.log.Warn().Str("code", err.Code)
 	}
 	if last != nil {
-		ev = ev.Str("host", last.t.host).Str("method", last.t.method).Str("path", last.t.path)
+		// The path is not logged: some APIs carry a token in it.
+		ev = ev.Str("host", last.t.host).Str("method", last.t.method)
 		if last.addr.IsValid() {
 			ev = ev.Str("addr", last.addr.String())
 		}
@@ -407,8 +408,13 @@ func (b *Binding) do(ctx context.Context, req Request) (*Response, *hop, *Error)
 			return nil, h, &Error{Code: CodeRedirectRefused, Message: fmt.Sprintf("%s redirected to %s, which is refused: %s", h.t.host, redactURL(nu.String()), cerr.Message), Err: cerr}
 		}
 		if nh.t.host != h.t.host || nh.t.port != h.t.port || nh.t.scheme != h.t.scheme {
-			// Cross-origin: no credential leaves for the rest of the chain.
+			// Cross-origin: no credential leaves for the rest of the chain,
+			// neither an injected one nor one the guest set itself (as
+			// net/http does).
 			inject = nil
+			for _, k := range []string{"Authorization", "Cookie", "Proxy-Authorization", "Www-Authenticate"} {
+				header.Del(k)
+			}
 		}
 		h = nh
 	}

@@ -236,9 +236,7 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	return e, nil
 }
 
-// Close stops the executor: it flushes the audit committer and releases the
-// prepared tools. In-flight calls must have finished (the server drains
-// them first).
+// closeTools releases every prepared tool.
 func (e *Executor) closeTools(ctx context.Context) {
 	for _, t := range e.tools {
 		_ = t.run.Close(ctx)
@@ -279,6 +277,9 @@ func (e *Executor) checkGrants(lt *loadedTool) string {
 	return ""
 }
 
+// Close stops the executor: it flushes the audit committer and releases the
+// prepared tools. In-flight calls must have finished (the server drains
+// them first).
 func (e *Executor) Close(ctx context.Context) error {
 	e.stopReaper()
 	<-e.reaperDone

@@ -17,8 +17,9 @@ import (
 type callerKey struct{}
 
 // authenticate resolves the caller of every request from its connection,
-// and refuses requests that carry no identity. Health and reflection are
-// open: they reveal nothing about tools, tasks or intents beyond the API.
+// and refuses requests that carry no identity. It runs for every method,
+// health and reflection included: every accepted connection carries an
+// identity (the peer's uid on the unix socket, its SVID over mTLS).
 func authenticate(ctx context.Context, fullMethod string) (context.Context, error) {
 	c, err := identity.FromContext(ctx)
 	if err != nil {

@@ -382,7 +382,8 @@ func serveCredentials(addr string, creds *credentials.Registry, log zerolog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("--credentials-listen %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: creds.Handler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
+	srv := &http.Server{Handler: creds.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	go func() { _ = srv.Serve(l) }()
 	log.Info().Str("addr", l.Addr().String()).Msg("serving JWKS and token introspection")
 	return func() { _ = srv.Close() }, nil
