@@ -29,8 +29,12 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxInstances = 64
-	DefaultMaxStderr    = 64 << 10
+	// DefaultWorkspaceQuota and DefaultWorkspaceMaxFiles bound a task's
+	// workspace: 256 MiB in at most 10,000 files and directories.
+	DefaultWorkspaceQuota    = 256 << 20
+	DefaultWorkspaceMaxFiles = 10000
+	DefaultMaxInstances      = 64
+	DefaultMaxStderr         = 64 << 10
 	// DefaultToolConcurrency bounds a tool's instances when its manifest
 	// sets no limits.concurrency.
 	DefaultToolConcurrency = 16
@@ -67,6 +71,12 @@ type Config struct {
 	// MaxHTTPRequestBytes bounds the JSON request a guest passes to
 	// http_request (default DefaultMaxHTTPRequestBytes).
 	MaxHTTPRequestBytes int
+	// WorkspaceQuota bounds the bytes a task's workspace may hold; a write
+	// past it fails (EIO) in the guest (default DefaultWorkspaceQuota).
+	WorkspaceQuota int64
+	// WorkspaceMaxFiles bounds the files and directories a task's workspace
+	// may hold (default DefaultWorkspaceMaxFiles).
+	WorkspaceMaxFiles int64
 	// Logger receives prepare and run events; the zero value logs nothing
 	// (like zerolog.Nop()). Guest output and environment are never logged.
 	Logger zerolog.Logger
@@ -77,6 +87,8 @@ type Backend struct {
 	cache     wazero.CompilationCache
 	global    chan struct{}
 	maxStderr int
+	wsQuota   int64 // bytes a task workspace may hold
+	wsFiles   int64 // entries a task workspace may hold
 	log       zerolog.Logger
 	httpReqs  int
 	httpBytes int64
@@ -112,6 +124,12 @@ func New(_ context.Context, cfg Config) (*Backend, error) {
 	if cfg.MaxStderr == 0 {
 		cfg.MaxStderr = DefaultMaxStderr
 	}
+	if cfg.WorkspaceQuota <= 0 {
+		cfg.WorkspaceQuota = DefaultWorkspaceQuota
+	}
+	if cfg.WorkspaceMaxFiles <= 0 {
+		cfg.WorkspaceMaxFiles = DefaultWorkspaceMaxFiles
+	}
 	log := cfg.Logger
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {
@@ -127,6 +145,8 @@ func New(_ context.Context, cfg Config) (*Backend, error) {
 		cache:     cache,
 		global:    make(chan struct{}, cfg.MaxInstances),
 		maxStderr: cfg.MaxStderr,
+		wsQuota:   cfg.WorkspaceQuota,
+		wsFiles:   cfg.WorkspaceMaxFiles,
 		httpReqs:  cfg.MaxHTTPRequests,
 		httpBytes: cfg.MaxHTTPResponseBytes,
 		httpReq:   uint32(cfg.MaxHTTPRequestBytes),

@@ -249,7 +249,13 @@ func (t *tool) moduleConfig(call *sandbox.Call) (wazero.ModuleConfig, error) {
 		if err != nil {
 			return nil, t.runError(sandbox.KindInternal, nil, err, "workspace %s is not usable: the executor must create it as a directory", call.Workspace)
 		}
-		fsc = wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(newWorkspaceFS(dir, t.fsRO), WorkspaceGuestPath)
+		wfs := newWorkspaceFS(dir, t.fsRO)
+		if !t.fsRO {
+			// The task's workspace is bounded across its calls: what it
+			// holds now counts against the quota.
+			wfs.(*workspaceFS).q = newQuota(dir, t.b.wsQuota, t.b.wsFiles)
+		}
+		fsc = wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(wfs, WorkspaceGuestPath)
 		guestPaths = append(guestPaths, WorkspaceGuestPath)
 	}
 	for _, m := range call.Mounts {

@@ -30,6 +30,7 @@ import (
 type workspaceFS struct {
 	experimentalsys.FS
 	root string // absolute, cleaned host directory
+	q    *quota // nil: not bounded (read-only mounts)
 }
 
 var _ experimentalsys.FS = (*workspaceFS)(nil)
@@ -88,7 +89,17 @@ func (w *workspaceFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.Fil
 	if e != 0 {
 		return nil, e
 	}
-	return w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
+	if w.q == nil || flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_CREAT|experimentalsys.O_TRUNC|experimentalsys.O_APPEND) == 0 {
+		return w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
+	}
+	if flag&experimentalsys.O_CREAT != 0 && !exists(w.root, p) && !w.q.entry() {
+		return nil, errQuota
+	}
+	f, e := w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
+	if e != 0 {
+		return nil, e
+	}
+	return &quotaFile{File: f, q: w.q}, 0
 }
 
 // Lstat implements experimentalsys.FS.
@@ -114,6 +125,9 @@ func (w *workspaceFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
 	p, e := w.check(p, false)
 	if e != 0 {
 		return e
+	}
+	if w.q != nil && !w.q.entry() {
+		return errQuota
 	}
 	return w.FS.Mkdir(p, perm)
 }
