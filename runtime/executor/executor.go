@@ -92,6 +92,8 @@ type Executor struct {
 	// taskCtx is canceled when its task ends, which cancels the task's
 	// calls in flight.
 	taskCtx map[string]*taskScope
+	// openTasks counts each caller's open tasks begun since start.
+	openTasks map[string]int
 
 	stopReaper context.CancelFunc
 	reaperDone chan struct{}
@@ -138,11 +140,12 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		log = *cfg.Logger
 	}
 	e := &Executor{
-		cfg:     cfg,
-		log:     log,
-		tools:   make(map[string]*loadedTool, len(cfg.Tools)),
-		tasks:   make(map[string]*store.Task),
-		taskCtx: make(map[string]*taskScope),
+		cfg:       cfg,
+		log:       log,
+		tools:     make(map[string]*loadedTool, len(cfg.Tools)),
+		tasks:     make(map[string]*store.Task),
+		taskCtx:   make(map[string]*taskScope),
+		openTasks: make(map[string]int),
 	}
 	e.wsRoot = filepath.Join(cfg.DataDir, "workspaces")
 	if err := os.MkdirAll(e.wsRoot, 0o700); err != nil {

@@ -19,6 +19,10 @@ import (
 
 var newID = ids.New
 
+// MaxOpenTasks bounds the open tasks of one caller (as this executor
+// counts them since it started).
+const MaxOpenTasks = 1000
+
 // Bounds of task fields.
 const (
 	maxPurpose    = 1 << 10
@@ -65,11 +69,21 @@ func (e *Executor) BeginTask(ctx context.Context, caller identity.Caller, req *a
 		ID: newID("tsk"), Caller: caller.SpiffeID, Purpose: req.GetPurpose(), Sensitivity: req.GetSensitivity(),
 		Labels: req.GetLabels(), StartedAt: now, ExpiresAt: now.Add(ttl),
 	}
+	e.mu.Lock()
+	if e.openTasks[caller.SpiffeID] >= MaxOpenTasks {
+		e.mu.Unlock()
+		return nil, &TaskError{"resource_exhausted", fmt.Sprintf("%s has %d open tasks, the most one caller may have: end some with `airlock task end`", caller.SpiffeID, MaxOpenTasks)}
+	}
+	e.openTasks[caller.SpiffeID]++ // taken back if the commit fails
+	e.mu.Unlock()
 	ev := &audit.Event{
 		ID: newID("evt"), Time: now, Type: audit.TypeTaskBegin, Executor: e.cfg.ExecutorID, Caller: caller.SpiffeID,
 		TaskID: t.ID, Details: map[string]any{"purpose": clip(t.Purpose, maxLogString), "sensitivity": t.Sensitivity, "expires_at": t.ExpiresAt},
 	}
 	if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}, Tasks: []*store.Task{t}}); err != nil {
+		e.mu.Lock()
+		e.openTasks[caller.SpiffeID]--
+		e.mu.Unlock()
 		return nil, err
 	}
 	e.logEvent(ev)
@@ -134,6 +148,12 @@ func (e *Executor) endTask(ctx context.Context, t *store.Task, by, reason string
 	// The store has it; the cache keeps only tasks that may still run.
 	e.mu.Lock()
 	delete(e.tasks, t.ID)
+	if e.openTasks[t.Caller] > 0 {
+		e.openTasks[t.Caller]--
+	}
+	if e.openTasks[t.Caller] == 0 {
+		delete(e.openTasks, t.Caller)
+	}
 	e.mu.Unlock()
 	return nil
 }

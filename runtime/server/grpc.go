@@ -57,6 +57,7 @@ func grpcError(err error) error {
 			"not_found":           codes.NotFound,
 			"permission_denied":   codes.PermissionDenied,
 			"failed_precondition": codes.FailedPrecondition,
+			"resource_exhausted":  codes.ResourceExhausted,
 		}[te.Code]
 		if code == codes.OK {
 			code = codes.Unknown
