@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-dev/airlock/runtime/server"
@@ -15,7 +16,14 @@ import (
 
 // openStore opens the store of a data directory for reading. It refuses to
 // create a new one: a missing store is a mistake in --data.
-func openStore(cmd *cobra.Command, data string) (*sqlite.Store, error) {
+func openStore(cmd *cobra.Command, data, url string) (store.Store, error) {
+	if url != "" {
+		st, err := server.OpenStore(cmd.Context(), url, data, "", zerolog.Nop())
+		if err != nil {
+			return nil, &ExitError{Code: ExitFail, Err: err}
+		}
+		return st, nil
+	}
 	path := filepath.Join(data, "airlock.db")
 	if _, err := os.Stat(path); err != nil {
 		return nil, usageErr("no airlock store at %s: pass the --data directory the executor uses", path)
@@ -29,7 +37,7 @@ func openStore(cmd *cobra.Command, data string) (*sqlite.Store, error) {
 
 func (m *Main) auditCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "read and verify the audit log"}
-	var data string
+	var data, storeURL string
 	var n int
 	tail := &cobra.Command{
 		Use:   "tail",
@@ -39,7 +47,7 @@ func (m *Main) auditCommand() *cobra.Command {
 			if n < 1 || n > sqlite.MaxPage {
 				return usageErr("-n %d: use 1 to %d", n, sqlite.MaxPage)
 			}
-			st, err := openStore(cmd, data)
+			st, err := openStore(cmd, data, storeURL)
 			if err != nil {
 				return err
 			}
@@ -55,9 +63,10 @@ func (m *Main) auditCommand() *cobra.Command {
 		},
 	}
 	tail.Flags().StringVar(&data, "data", server.DefaultDataDir, "the executor's data directory")
+	tail.Flags().StringVar(&storeURL, "store", "", "the executors' PostgreSQL URL, when they share one")
 	tail.Flags().IntVarP(&n, "lines", "n", 20, "how many events")
 
-	var vdata string
+	var vdata, vstoreURL string
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "verify the whole hash chain; names every edited, deleted or reordered event",
@@ -67,7 +76,7 @@ prints the head (seq and hash): record it elsewhere, since deleting the newest
 events leaves a shorter chain that is still valid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := openStore(cmd, vdata)
+			st, err := openStore(cmd, vdata, vstoreURL)
 			if err != nil {
 				return err
 			}
@@ -81,6 +90,7 @@ events leaves a shorter chain that is still valid.`,
 		},
 	}
 	verify.Flags().StringVar(&vdata, "data", server.DefaultDataDir, "the executor's data directory")
+	verify.Flags().StringVar(&vstoreURL, "store", "", "the executors' PostgreSQL URL, when they share one")
 	cmd.AddCommand(tail, verify)
 	return cmd
 }

@@ -70,6 +70,7 @@ under spiffe://airlock.local/uid/ are never admitted over mTLS. A non-loopback
 	f.IntVar(&o.MaxInstances, "max-instances", 0, "bound on concurrent sandbox instances (0: 64)")
 	f.StringVar(&o.CredentialsFile, "credentials", "", "credential sources file (kind: Credentials); none by default")
 	f.StringVar(&o.CredentialsListen, "credentials-listen", "", "serve the jwt sources' JWKS and introspection on this loopback host:port")
+	f.StringVar(&o.Store, "store", "", "PostgreSQL URL (postgres://...) shared by several executors; default SQLite under --data (password via PGPASSWORD or ~/.pgpass)")
 	f.StringVar(&o.StoreSync, "store-sync", "full", "SQLite synchronous mode: full (durable on power loss) or normal")
 	f.StringVar(&o.Listen, "listen", "", "also serve over SPIFFE mTLS on this TCP address, like 127.0.0.1:8443 (port 0: a free port, logged)")
 	f.BoolVar(&o.ListenPublic, "listen-public", false, "allow a --listen address that is not loopback")

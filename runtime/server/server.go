@@ -31,6 +31,8 @@ import (
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/policy"
+	"github.com/airlock-dev/airlock/runtime/store"
+	"github.com/airlock-dev/airlock/runtime/store/postgres"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
 	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
@@ -64,6 +66,9 @@ type Options struct {
 	CacheDir string
 	// MaxInstances bounds concurrent sandbox instances (0: the sandbox default).
 	MaxInstances int
+	// Store is a PostgreSQL URL (postgres://...) shared by several
+	// executors; "" keeps the embedded SQLite store in DataDir.
+	Store string
 	// StoreSync is the SQLite synchronous mode: "full" (default) or "normal".
 	StoreSync string
 	// CredentialsFile is the operator's credential sources (kind:
@@ -188,7 +193,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory %s: %w: pass a writable --data", o.DataDir, err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "airlock.db"), sqlite.Options{Synchronous: o.StoreSync})
+	st, err := OpenStore(ctx, o.Store, o.DataDir, o.StoreSync, log)
 	if err != nil {
 		return err
 	}
@@ -387,4 +392,16 @@ func serveCredentials(addr string, creds *credentials.Registry, log zerolog.Logg
 	go func() { _ = srv.Serve(l) }()
 	log.Info().Str("addr", l.Addr().String()).Msg("serving JWKS and token introspection")
 	return func() { _ = srv.Close() }, nil
+}
+
+// OpenStore opens the store: PostgreSQL when url is a postgres:// or
+// postgresql:// URL, else the embedded SQLite file in dataDir.
+func OpenStore(ctx context.Context, url, dataDir, sync string, log zerolog.Logger) (store.Store, error) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return postgres.Open(ctx, url, postgres.Options{Logger: log})
+	}
+	if url != "" {
+		return nil, fmt.Errorf("--store %q: give a postgres:// URL, or leave it empty for SQLite under --data", url)
+	}
+	return sqlite.Open(ctx, filepath.Join(dataDir, "airlock.db"), sqlite.Options{Synchronous: sync, Logger: log})
 }

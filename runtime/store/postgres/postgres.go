@@ -1,0 +1,515 @@
+// Package postgres is the PostgreSQL implementation of store.Store (through
+// github.com/jackc/pgx/v5). It keeps the same tasks, intent outcomes,
+// credential leases and hash-chained audit log as the SQLite store, with the
+// same semantics, in a database that several executors may share.
+//
+// Every Commit runs in one transaction that first locks the single row of
+// audit_head (SELECT ... FOR UPDATE), reads the chain head from it, seals
+// the batch's events onto it and writes the new head before committing. So
+// writers, in this process or in other executors, take turns: the chain
+// never forks, and the seq primary key would reject a fork anyway. The
+// statements of a Commit are pipelined in one round trip (pgx.Batch). Pair
+// the store with store.Committer to share each transaction among many
+// concurrent intents.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/airlock-dev/airlock/internal/ids"
+	"github.com/airlock-dev/airlock/runtime/audit"
+	"github.com/airlock-dev/airlock/runtime/store"
+)
+
+// timeFormat is fixed-width RFC 3339 in UTC, so stored times sort as text
+// (the time columns use the "C" collation) and keep nanoseconds.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MaxPage bounds the number of records one AuditRecords or AuditTail call
+// returns, and the leases one OpenLeases or LeasesDue call returns; larger
+// requests are clamped to it.
+const MaxPage = 10000
+
+// Options configures Open. The zero value is valid.
+type Options struct {
+	// MaxConns is the size of the connection pool. Default 8.
+	MaxConns int32
+	// ConnectTimeout bounds each new connection, including the first one
+	// made by Open. Default 10s. A connect_timeout in the URL is overridden.
+	ConnectTimeout time.Duration
+	// Logger receives open and migration messages. The zero value logs
+	// nothing, like zerolog.Nop().
+	Logger zerolog.Logger
+}
+
+// Store is a store.Store in a PostgreSQL database (the tables live in the
+// first schema of the connection's search_path; set search_path in the URL
+// to keep several stores in one database). It is safe for concurrent use,
+// and several Stores, in one or several processes, may share a database.
+type Store struct {
+	where string // host:port/database, without credentials, for messages
+	log   zerolog.Logger
+	pool  *pgxpool.Pool
+
+	mu     sync.RWMutex // guards closed: Commit holds it shared, Close exclusively
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the PostgreSQL database at url (postgres://user@host:port/db?...,
+// or a key=value connection string), applies pending schema migrations and
+// refuses a schema newer than this binary knows.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	if url == "" {
+		return nil, errors.New("cannot open audit store: the PostgreSQL URL is empty: pass --store postgres://user@host:port/database")
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgconn's parse errors redact the password.
+		return nil, fmt.Errorf("cannot open audit store: the PostgreSQL URL is not valid: %w: use postgres://user@host:port/database", err)
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	cfg.MaxConns = opts.MaxConns
+	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
+	where := fmt.Sprintf("postgres://%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+	if sp := cfg.ConnConfig.RuntimeParams["search_path"]; sp != "" {
+		where += "?search_path=" + sp
+	}
+
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open audit store at %s: %w: check the --store URL", where, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cannot open audit store at %s: %w: check that PostgreSQL is running there and the URL's user, password and database", where, err)
+	}
+	version, err := migrate(ctx, pool, where)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{where: where, log: opts.Logger, pool: pool}
+	s.log.Info().Str("store", where).Int("schema_version", version).Msg("audit store open")
+	return s, nil
+}
+
+// Where returns the database the store is connected to, as
+// postgres://host:port/database, without credentials.
+func (s *Store) Where() string { return s.where }
+
+// Head returns the seq and hash of the newest audit event (0 and
+// audit.GenesisHash when there is none), read from the database.
+func (s *Store) Head(ctx context.Context) (audit.Head, error) {
+	var h audit.Head
+	if err := s.pool.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id`).Scan(&h.Seq, &h.Hash); err != nil {
+		return audit.Head{}, fmt.Errorf("read audit head from %s: %w", s.where, err)
+	}
+	return h, nil
+}
+
+// queued is one statement of a Commit's pipeline: what it does, for error
+// messages, and whether it must touch exactly one row.
+type queued struct {
+	what string
+	one  string // when not "", the error message if the row count is not 1
+}
+
+// Commit applies the batches in one transaction, in order: for each batch,
+// its events are sealed into the chain and inserted, then its intents and
+// tasks are upserted, then its call counts are added, then its leases are
+// upserted and its lease revocations applied. On success every event has
+// Seq, PrevHash and Hash set. Events without an ID get one (ids.New("evt"))
+// and events without a Time get the commit time. On failure nothing is
+// written and the events' Seq, PrevHash and Hash are cleared.
+func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("commit to audit store %s: the store is closed", s.where)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("commit to audit store %s: %w", s.where, err)
+	}
+	if err := validate(batches); err != nil {
+		return err
+	}
+
+	var sealed []*audit.Event
+	defer func() {
+		if err != nil {
+			for _, ev := range sealed {
+				ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
+			}
+		}
+	}()
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin audit transaction on %s: %w", s.where, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+
+	// The chain head lock: held until this transaction ends.
+	var seq int64
+	var prev string
+	if err = tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id FOR UPDATE`).Scan(&seq, &prev); err != nil {
+		return fmt.Errorf("lock audit chain head on %s: %w", s.where, err)
+	}
+	headSeq := seq
+
+	var (
+		b    pgx.Batch
+		what []queued
+	)
+	q := func(w queued, sql string, args ...any) {
+		b.Queue(sql, args...)
+		what = append(what, w)
+	}
+	now := time.Now().UTC()
+	for bi, bt := range batches {
+		for _, ev := range bt.Events {
+			if ev.ID == "" {
+				ev.ID = ids.New("evt")
+			}
+			if ev.Time.IsZero() {
+				ev.Time = now
+			}
+			ev.Seq = seq + 1
+			sealed = append(sealed, ev)
+			body, err := audit.Seal(ev, prev)
+			if err != nil {
+				return fmt.Errorf("commit: batch %d: %w", bi, err)
+			}
+			tool := ""
+			if ev.Tool != nil {
+				tool = ev.Tool.Name
+			}
+			q(queued{what: fmt.Sprintf("insert audit event %d (%s)", ev.Seq, ev.ID)},
+				`INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, body, prev_hash, hash)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				ev.Seq, ev.ID, ev.Time.UTC().Format(timeFormat), ev.Type, ev.TaskID, ev.IntentID, ev.Caller, tool, body, ev.PrevHash, ev.Hash)
+			seq, prev = ev.Seq, ev.Hash
+		}
+		for _, in := range bt.Intents {
+			q(queued{what: "store intent " + in.ID},
+				`INSERT INTO intents (id, task_id, caller, tool, status, created, outcome)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, caller = excluded.caller, tool = excluded.tool,
+					status = excluded.status, created = excluded.created, outcome = excluded.outcome`,
+				in.ID, in.TaskID, in.Caller, in.Tool, in.Status, fmtTime(in.Created), in.Outcome)
+		}
+		for _, t := range bt.Tasks {
+			labels := []byte("{}")
+			if len(t.Labels) > 0 {
+				if labels, err = json.Marshal(t.Labels); err != nil {
+					return fmt.Errorf("commit: task %s labels: %w", t.ID, err)
+				}
+			}
+			q(queued{what: "store task " + t.ID},
+				`INSERT INTO tasks (id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+				ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, purpose = excluded.purpose,
+					sensitivity = excluded.sensitivity, labels = excluded.labels, started_at = excluded.started_at,
+					expires_at = excluded.expires_at, ended_at = excluded.ended_at`,
+				t.ID, t.Caller, t.Purpose, t.Sensitivity, string(labels), fmtTime(t.StartedAt), fmtTime(t.ExpiresAt), fmtTime(t.EndedAt), t.CallCount)
+		}
+		for id, n := range bt.CallCounts {
+			q(queued{what: "add call count to task " + id,
+				one: fmt.Sprintf("commit: add call count to task %s: no such task: store the task before counting its calls", id)},
+				`UPDATE tasks SET call_count = call_count + $1 WHERE id = $2`, n, id)
+		}
+		for _, l := range bt.Leases {
+			q(queued{what: "store lease " + l.ID},
+				`INSERT INTO leases (id, task_id, tool, source, credential, issued_at, expires_at, revoked_at, ref)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+				ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, tool = excluded.tool, source = excluded.source,
+					credential = excluded.credential, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
+					revoked_at = coalesce(leases.revoked_at, excluded.revoked_at), ref = excluded.ref`,
+				l.ID, l.TaskID, l.Tool, l.Source, l.Credential, fmtTime(l.IssuedAt), fmtTime(l.ExpiresAt), fmtTime(l.RevokedAt), l.Ref)
+		}
+		for id, at := range bt.RevokedLeases {
+			q(queued{what: "revoke lease " + id,
+				one: fmt.Sprintf("commit: revoke lease %s: no such lease: store the lease before revoking it", id)},
+				`UPDATE leases SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2`, fmtTime(at), id)
+		}
+	}
+	if seq != headSeq {
+		q(queued{what: "advance audit chain head"}, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id`, seq, prev)
+	}
+	if len(what) > 0 {
+		if err = s.run(ctx, tx, &b, what); err != nil {
+			return err
+		}
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit audit transaction on %s: %w", s.where, err)
+	}
+	return nil
+}
+
+// run sends the pipeline and checks each statement's result in order.
+func (s *Store) run(ctx context.Context, tx pgx.Tx, b *pgx.Batch, what []queued) (err error) {
+	br := tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("commit to audit store %s: %w", s.where, cerr)
+		}
+	}()
+	for _, w := range what {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("commit: %s: %w", w.what, err)
+		}
+		if w.one != "" && tag.RowsAffected() != 1 {
+			return errors.New(w.one)
+		}
+	}
+	return nil
+}
+
+// validate checks the batches before any database work, with the same
+// rules and messages as the SQLite store.
+func validate(batches []*store.Batch) error {
+	for bi, b := range batches {
+		if b == nil {
+			return fmt.Errorf("commit: batch %d is nil", bi)
+		}
+		for ei, ev := range b.Events {
+			if ev == nil {
+				return fmt.Errorf("commit: batch %d event %d is nil", bi, ei)
+			}
+		}
+		for ii, in := range b.Intents {
+			if in == nil || in.ID == "" {
+				return fmt.Errorf("commit: batch %d intent %d has no id", bi, ii)
+			}
+		}
+		for ti, t := range b.Tasks {
+			if t == nil || t.ID == "" {
+				return fmt.Errorf("commit: batch %d task %d has no id", bi, ti)
+			}
+		}
+		for li, l := range b.Leases {
+			if l == nil || l.ID == "" || l.TaskID == "" || l.Source == "" || l.ExpiresAt.IsZero() {
+				return fmt.Errorf("commit: batch %d lease %d needs an id, a task id, a source and an expiry", bi, li)
+			}
+		}
+		for id, at := range b.RevokedLeases {
+			if at.IsZero() {
+				return fmt.Errorf("commit: revoke lease %s: the revocation time is zero", id)
+			}
+		}
+	}
+	return nil
+}
+
+// Task returns a task by id, or an error wrapping store.ErrNotFound.
+func (s *Store) Task(ctx context.Context, id string) (*store.Task, error) {
+	var (
+		t                       store.Task
+		labels                  string
+		started, expires, ended *string
+	)
+	err := s.pool.QueryRow(ctx, `SELECT id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count
+		FROM tasks WHERE id = $1`, id).Scan(&t.ID, &t.Caller, &t.Purpose, &t.Sensitivity, &labels, &started, &expires, &ended, &t.CallCount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("task %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read task %q: %w", id, err)
+	}
+	if labels != "" && labels != "{}" {
+		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
+			return nil, fmt.Errorf("read task %q: labels are not a JSON object of strings: %w", id, err)
+		}
+	}
+	for _, f := range []struct {
+		dst *time.Time
+		src *string
+	}{{&t.StartedAt, started}, {&t.ExpiresAt, expires}, {&t.EndedAt, ended}} {
+		if *f.dst, err = parseTime(f.src); err != nil {
+			return nil, fmt.Errorf("read task %q: %w", id, err)
+		}
+	}
+	return &t, nil
+}
+
+// Intent returns an intent by id, or an error wrapping store.ErrNotFound.
+func (s *Store) Intent(ctx context.Context, id string) (*store.Intent, error) {
+	var (
+		in      store.Intent
+		created *string
+	)
+	err := s.pool.QueryRow(ctx, `SELECT id, task_id, caller, tool, status, created, outcome FROM intents WHERE id = $1`, id).
+		Scan(&in.ID, &in.TaskID, &in.Caller, &in.Tool, &in.Status, &created, &in.Outcome)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("intent %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read intent %q: %w", id, err)
+	}
+	if in.Created, err = parseTime(created); err != nil {
+		return nil, fmt.Errorf("read intent %q: %w", id, err)
+	}
+	return &in, nil
+}
+
+// AuditRecords returns up to limit records with Seq > after, in seq order.
+// limit must be positive; it is clamped to MaxPage.
+func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]store.Record, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	rows, err := s.pool.Query(ctx, `SELECT seq, hash, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read audit records after %d: %w", after, err)
+	}
+	return scanRecords(rows, limit, false)
+}
+
+// AuditTail returns the last n records, in seq order. n must be positive;
+// it is clamped to MaxPage.
+func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("read audit tail: n is %d: it must be positive", n)
+	}
+	n = min(n, MaxPage)
+	rows, err := s.pool.Query(ctx, `SELECT seq, hash, body FROM audit_events ORDER BY seq DESC LIMIT $1`, n)
+	if err != nil {
+		return nil, fmt.Errorf("read audit tail: %w", err)
+	}
+	return scanRecords(rows, n, true)
+}
+
+func scanRecords(rows pgx.Rows, capHint int, reverse bool) ([]store.Record, error) {
+	defer rows.Close()
+	out := make([]store.Record, 0, min(capHint, 256))
+	for rows.Next() {
+		var r store.Record
+		if err := rows.Scan(&r.Seq, &r.Hash, &r.Body); err != nil {
+			return nil, fmt.Errorf("read audit record: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read audit records: %w", err)
+	}
+	if reverse {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}
+
+const leaseColumns = `l.id, l.task_id, l.tool, l.source, l.credential, l.issued_at, l.expires_at, l.revoked_at, l.ref`
+
+// OpenLeases returns the leases of taskID that are not revoked, oldest
+// first (at most MaxPage).
+func (s *Store) OpenLeases(ctx context.Context, taskID string) ([]*store.Lease, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+leaseColumns+` FROM leases l
+		WHERE l.task_id = $1 AND l.revoked_at IS NULL ORDER BY l.issued_at NULLS FIRST, l.id COLLATE "C" LIMIT $2`, taskID, MaxPage)
+	if err != nil {
+		return nil, fmt.Errorf("read open leases of task %q: %w", taskID, err)
+	}
+	return scanLeases(rows)
+}
+
+// LeasesDue returns up to limit leases, oldest first, that are not revoked
+// and are due for revocation at now: the lease or its task has expired, the
+// task has ended, or the task is not in the store. limit must be positive;
+// it is clamped to MaxPage.
+func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*store.Lease, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read leases due: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	at := now.UTC().Format(timeFormat)
+	rows, err := s.pool.Query(ctx, `SELECT `+leaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
+		WHERE l.revoked_at IS NULL
+		  AND (l.expires_at <= $1 OR t.id IS NULL OR t.ended_at IS NOT NULL OR (t.expires_at IS NOT NULL AND t.expires_at <= $1))
+		ORDER BY l.issued_at NULLS FIRST, l.id COLLATE "C" LIMIT $2`, at, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read leases due: %w", err)
+	}
+	return scanLeases(rows)
+}
+
+func scanLeases(rows pgx.Rows) ([]*store.Lease, error) {
+	defer rows.Close()
+	var out []*store.Lease
+	for rows.Next() {
+		var (
+			l                        store.Lease
+			issued, expires, revoked *string
+		)
+		if err := rows.Scan(&l.ID, &l.TaskID, &l.Tool, &l.Source, &l.Credential, &issued, &expires, &revoked, &l.Ref); err != nil {
+			return nil, fmt.Errorf("read lease: %w", err)
+		}
+		var err error
+		for _, f := range []struct {
+			dst *time.Time
+			src *string
+		}{{&l.IssuedAt, issued}, {&l.ExpiresAt, expires}, {&l.RevokedAt, revoked}} {
+			if *f.dst, err = parseTime(f.src); err != nil {
+				return nil, fmt.Errorf("read lease %q: %w", l.ID, err)
+			}
+		}
+		out = append(out, &l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	return out, nil
+}
+
+// Close closes the store's connections. Commits in progress finish first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.pool.Close()
+	return nil
+}
+
+func fmtTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(timeFormat)
+}
+
+func parseTime(s *string) (time.Time, error) {
+	if s == nil || *s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, *s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stored time %q is not RFC 3339: %w", *s, err)
+	}
+	return t, nil
+}
