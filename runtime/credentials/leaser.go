@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -51,6 +52,13 @@ type LeaserOptions struct {
 // Leaser issues credentials as leases and revokes them at their sources.
 // It is safe for concurrent use.
 type Leaser struct {
+	// retry holds the leases whose revocation failed, with when to try
+	// again: RevokeDue backs off on them (10s doubling to 1h) and reads past
+	// them, so a lease that keeps failing neither starves the others nor
+	// writes an audit event every pass.
+	mu    sync.Mutex
+	retry map[string]retryState
+
 	reg     *Registry
 	st      store.Store
 	commit  func(context.Context, *store.Batch) error
@@ -212,45 +220,97 @@ func (l *Leaser) RevokeTask(ctx context.Context, taskID, reason string) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("revoke leases of task %s: %w", taskID, err)
 	}
-	return l.revoke(ctx, leases, reason)
+	n, _, err := l.revoke(ctx, leases, reason)
+	return n, err
 }
+
+type retryState struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// Backoff of leases whose revocation fails.
+const (
+	retryFirst = 10 * time.Second
+	retryMax   = time.Hour
+	// dueMaxPage bounds one read of due leases (the stores' MaxPage).
+	dueMaxPage = 10000
+)
 
 // RevokeDue revokes every lease due for revocation: of ended or expired
 // tasks, expired leases, and leases of tasks the store does not know. Run
-// it at start (leases left by a crash or restart) and periodically. It
-// stops at the first page with a failure, leaving those leases for the
-// next run.
+// it at start (leases left by a crash or restart) and periodically. A lease
+// whose revocation failed is retried with backoff; the others are not held
+// up by it.
 func (l *Leaser) RevokeDue(ctx context.Context) (int, error) {
 	total := 0
+	var errs []error
 	for {
-		leases, err := l.st.LeasesDue(ctx, l.now(), duePage)
+		l.mu.Lock()
+		backingOff := len(l.retry)
+		l.mu.Unlock()
+		page := min(duePage+backingOff, dueMaxPage)
+		leases, err := l.st.LeasesDue(ctx, l.now(), page)
 		if err != nil {
 			return total, fmt.Errorf("revoke due leases: %w", err)
 		}
-		n, err := l.revoke(ctx, leases, "due")
+		now := l.now()
+		var ready []*store.Lease
+		l.mu.Lock()
+		for _, ls := range leases {
+			if r, ok := l.retry[ls.ID]; !ok || !now.Before(r.next) {
+				ready = append(ready, ls)
+			}
+		}
+		l.mu.Unlock()
+		n, failed, err := l.revoke(ctx, ready, "due")
 		total += n
-		if err != nil || len(leases) < duePage {
-			return total, err
+		if err != nil {
+			errs = append(errs, err)
+		}
+		l.mu.Lock()
+		if l.retry == nil {
+			l.retry = map[string]retryState{}
+		}
+		for _, ls := range ready {
+			delete(l.retry, ls.ID)
+		}
+		for _, id := range failed {
+			r := l.retry[id]
+			r.delay = min(max(2*r.delay, retryFirst), retryMax)
+			r.next = now.Add(r.delay)
+			l.retry[id] = r
+		}
+		l.mu.Unlock()
+		// Done when the store has no more, or when this page only held
+		// leases that are backing off or failed again (reading it again
+		// would return the same ones).
+		if len(leases) < page || n == 0 {
+			return total, errors.Join(errs...)
 		}
 	}
 }
 
-func (l *Leaser) revoke(ctx context.Context, leases []*store.Lease, reason string) (int, error) {
+// revoke revokes leases at their sources and records it; it returns how
+// many were revoked and the ids of those that failed.
+func (l *Leaser) revoke(ctx context.Context, leases []*store.Lease, reason string) (int, []string, error) {
 	if len(leases) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	revoked := map[string]time.Time{}
 	var (
-		errs    []error
-		done    []any
-		failed  []any
-		taskIDs = map[string]bool{}
+		errs      []error
+		done      []any
+		failed    []any
+		failedIDs []string
+		taskIDs   = map[string]bool{}
 	)
 	for _, ls := range leases {
 		err := l.revokeOne(ctx, ls)
 		if err != nil {
 			errs = append(errs, err)
 			failed = append(failed, map[string]any{"lease_id": ls.ID, "name": ls.Credential, "source": ls.Source, "error": truncate(err.Error(), 300)})
+			failedIDs = append(failedIDs, ls.ID)
 			l.log.Warn().Err(err).Str("task", ls.TaskID).Str("lease", ls.ID).Str("source", ls.Source).Msg("lease not revoked: will retry")
 			continue
 		}
@@ -274,12 +334,16 @@ func (l *Leaser) revoke(ctx context.Context, leases []*store.Lease, reason strin
 	if err := l.commit(ctx, &store.Batch{Events: []*audit.Event{ev}, RevokedLeases: revoked}); err != nil {
 		// The sources have revoked them; the leases stay open in the store
 		// and the next RevokeDue revokes them again (idempotent).
-		return 0, errors.Join(append(errs, fmt.Errorf("record lease revocations: %w", err))...)
+		all := failedIDs
+		for id := range revoked {
+			all = append(all, id)
+		}
+		return 0, all, errors.Join(append(errs, fmt.Errorf("record lease revocations: %w", err))...)
 	}
 	for id := range revoked {
 		l.log.Info().Str("lease", id).Str("reason", reason).Msg("lease revoked")
 	}
-	return len(revoked), errors.Join(errs...)
+	return len(revoked), failedIDs, errors.Join(errs...)
 }
 
 func (l *Leaser) revokeOne(ctx context.Context, ls *store.Lease) error {

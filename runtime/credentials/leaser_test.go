@@ -354,3 +354,41 @@ func TestLeaseRowHoldsNoValue(t *testing.T) {
 		t.Fatalf("%d rows", n)
 	}
 }
+
+// A lease whose revocation keeps failing backs off: the other due leases
+// are revoked, and the next pass neither retries it at once nor writes
+// another audit event for it.
+func TestLeaserRevokeDueBacksOffFailingLeases(t *testing.T) {
+	f := newFakeOAuth(t, "repo:read", "repo:write")
+	e := newEnv(t, t.TempDir(), f)
+	var tasks []*store.Task
+	for _, id := range []string{"tsk_1", "tsk_2"} {
+		task := beginTask(t, e.st, id, time.Now().Add(30*time.Minute))
+		if _, err := e.leaser.IssueCall(ctx, callReq(task)); err != nil {
+			t.Fatal(err)
+		}
+		task.EndedAt = time.Now()
+		tasks = append(tasks, task)
+	}
+	if err := e.st.Commit(ctx, []*store.Batch{{Tasks: tasks}}); err != nil {
+		t.Fatal(err)
+	}
+	e.set(func(f *fakeOAuth) { f.failRevoke = true })
+	n, err := e.leaser.RevokeDue(ctx)
+	if n != 4 || err == nil {
+		t.Fatalf("first pass: revoked %d, err %v; want the 4 leases whose source works", n, err)
+	}
+	before, _ := e.st.AuditRecords(ctx, 0, 10000)
+	if n, err := e.leaser.RevokeDue(ctx); n != 0 || err != nil {
+		t.Fatalf("second pass: %d %v; want nothing (the failing leases back off)", n, err)
+	}
+	after, _ := e.st.AuditRecords(ctx, 0, 10000)
+	if len(after) != len(before) {
+		t.Fatalf("a pass with only backing-off leases wrote %d audit events", len(after)-len(before))
+	}
+	for _, task := range tasks {
+		if open, _ := e.st.OpenLeases(ctx, task.ID); len(open) != 1 {
+			t.Fatalf("task %s: %d open leases, want the failing one", task.ID, len(open))
+		}
+	}
+}
