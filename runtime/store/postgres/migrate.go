@@ -1,13 +1,11 @@
 package postgres
 
 import (
+	"github.com/airlock-dev/airlock/runtime/store/internal/migrations"
+
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"regexp"
-	"sort"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,43 +15,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// migration is one embedded schema step.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+type migration = migrations.Migration
 
-var migrationName = regexp.MustCompile(`^([0-9]{4})_([a-z0-9_]+)\.sql$`)
-
-// loadMigrations reads the embedded migrations and checks that their
-// versions run 1, 2, 3, ... without a gap.
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read embedded migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		m := migrationName.FindStringSubmatch(e.Name())
-		if m == nil {
-			return nil, fmt.Errorf("embedded migration %q: name must be NNNN_name.sql", e.Name())
-		}
-		v, _ := strconv.Atoi(m[1])
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("read embedded migration %q: %w", e.Name(), err)
-		}
-		ms = append(ms, migration{version: v, name: m[2], sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("embedded migrations: expected version %d, found %04d_%s.sql: versions must be contiguous from 1", i+1, m.version, m.name)
-		}
-	}
-	return ms, nil
-}
+func loadMigrations() ([]migration, error) { return migrations.Load(migrationFS, "migrations") }
 
 // SchemaVersion is the newest schema version this binary knows.
 func SchemaVersion() int {
@@ -61,7 +25,7 @@ func SchemaVersion() int {
 	if err != nil || len(ms) == 0 {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return ms[len(ms)-1].Version
 }
 
 // migrate brings the schema to the newest known version in one transaction
@@ -75,7 +39,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, where string) (int, error)
 	}
 	known := 0
 	if len(ms) > 0 {
-		known = ms[len(ms)-1].version
+		known = ms[len(ms)-1].Version
 	}
 	fail := func(what string, err error) (int, error) {
 		return 0, fmt.Errorf("cannot open audit store at %s: %s: %w", where, what, err)
@@ -104,12 +68,12 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, where string) (int, error)
 	}
 	for _, m := range ms[current:] {
 		// Simple protocol: a migration file holds several statements.
-		if _, err := tx.Exec(ctx, m.sql, pgx.QueryExecModeSimpleProtocol); err != nil {
-			return fail(fmt.Sprintf("apply migration %04d_%s", m.version, m.name), err)
+		if _, err := tx.Exec(ctx, m.SQL, pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fail(fmt.Sprintf("apply migration %04d_%s", m.Version, m.Name), err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-			m.version, m.name, time.Now().UTC().Format(timeFormat)); err != nil {
-			return fail(fmt.Sprintf("record migration %04d_%s", m.version, m.name), err)
+			m.Version, m.Name, time.Now().UTC().Format(timeFormat)); err != nil {
+			return fail(fmt.Sprintf("record migration %04d_%s", m.Version, m.Name), err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
