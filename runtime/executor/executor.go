@@ -376,7 +376,10 @@ func (c *call) run(ctx context.Context) {
 		}
 		return
 	}
-	c.argsDigest = manifest.ArgsDigest(args)
+	// One canonical encoding serves the audit digest and the tool's stdin.
+	canonical := manifest.Canonical(args)
+	sum := sha256.Sum256(canonical)
+	c.argsDigest = hex.EncodeToString(sum[:])
 
 	// 4. decide.
 	in := &policy.Input{
@@ -437,7 +440,7 @@ func (c *call) run(ctx context.Context) {
 	}
 	// The tool gets the canonical form of what was validated, so that it
 	// cannot read something else (a duplicate key, say) than policy saw.
-	sc := &sandbox.Call{Input: manifest.Canonical(args), Env: t.m.Spec.Capabilities.Env}
+	sc := &sandbox.Call{Input: canonical, Env: t.m.Spec.Capabilities.Env}
 	if t.egress != nil {
 		sc.Egress = t.egress
 	}
