@@ -80,6 +80,18 @@ func (m *Main) svidConfig(cmd *cobra.Command, sf *svidFlags) (identity.SVIDConfi
 	return identity.SVIDConfig{WorkloadAPI: sock}, nil
 }
 
+// do runs f with a connected client and the request's deadline, and
+// releases both.
+func (cf *clientFlags) do(cmd *cobra.Command, f func(ctx context.Context, c *client.Client) error) error {
+	c, ctx, cancel, err := cf.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer c.Close()
+	return f(ctx, c)
+}
+
 // connect dials the executor; connection problems are usage errors (exit 2).
 func (cf *clientFlags) connect(ctx context.Context) (*client.Client, context.Context, context.CancelFunc, error) {
 	var c *client.Client
@@ -169,22 +181,18 @@ approval, 5 failed or timeout, 6 invalid, 2 usage or connection error.`,
 				}
 				argsJSON = string(b)
 			}
-			c, ctx, cancel, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			out, err := c.Submit(ctx, args[0], argsJSON, client.WithTask(task), client.WithJustification(why))
-			if err != nil {
-				return cf.rpcErr(err)
-			}
-			b, err := client.OutcomeJSON(out)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(m.Stdout, string(b))
-			return exitFor(out.GetStatus())
+			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				out, err := c.Submit(ctx, args[0], argsJSON, client.WithTask(task), client.WithJustification(why))
+				if err != nil {
+					return cf.rpcErr(err)
+				}
+				b, err := client.OutcomeJSON(out)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(m.Stdout, string(b))
+				return exitFor(out.GetStatus())
+			})
 		},
 	}
 	m.addClientFlags(cmd, &cf)
@@ -219,26 +227,22 @@ func (m *Main) toolsCommand() *cobra.Command {
 		Short: "list the executor's tools",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			tools, err := c.ListTools(ctx)
-			if err != nil {
-				return cf.rpcErr(err)
-			}
-			if asJSON {
-				return writeToolsJSON(m.Stdout, tools)
-			}
-			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tRISK\tDESCRIPTION")
-			for _, t := range tools {
-				d := summary(t.GetDescription())
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.GetName(), t.GetVersion(), t.GetRisk(), d)
-			}
-			return tw.Flush()
+			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				tools, err := c.ListTools(ctx)
+				if err != nil {
+					return cf.rpcErr(err)
+				}
+				if asJSON {
+					return writeToolsJSON(m.Stdout, tools)
+				}
+				tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tVERSION\tRISK\tDESCRIPTION")
+				for _, t := range tools {
+					d := summary(t.GetDescription())
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.GetName(), t.GetVersion(), t.GetRisk(), d)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	m.addClientFlags(cmd, &cf)
@@ -300,21 +304,17 @@ func (m *Main) taskCommand() *cobra.Command {
 				}
 				o.Labels[k] = v
 			}
-			c, ctx, cancel, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			t, err := c.BeginTask(ctx, o)
-			if err != nil {
-				return cf.rpcErr(err)
-			}
-			if asJSON {
-				return printProto(m.Stdout, t)
-			}
-			fmt.Fprintln(m.Stdout, t.GetId())
-			return nil
+			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				t, err := c.BeginTask(ctx, o)
+				if err != nil {
+					return cf.rpcErr(err)
+				}
+				if asJSON {
+					return printProto(m.Stdout, t)
+				}
+				fmt.Fprintln(m.Stdout, t.GetId())
+				return nil
+			})
 		},
 	}
 	m.addClientFlags(begin, &cf)
@@ -331,17 +331,13 @@ func (m *Main) taskCommand() *cobra.Command {
 		Short: "end a task: its workspace is removed and its intents are refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := ecf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			t, err := c.EndTask(ctx, args[0], reason)
-			if err != nil {
-				return ecf.rpcErr(err)
-			}
-			return printProto(m.Stdout, t)
+			return ecf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				t, err := c.EndTask(ctx, args[0], reason)
+				if err != nil {
+					return ecf.rpcErr(err)
+				}
+				return printProto(m.Stdout, t)
+			})
 		},
 	}
 	m.addClientFlags(end, &ecf)
@@ -353,17 +349,13 @@ func (m *Main) taskCommand() *cobra.Command {
 		Short: "show a task",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := gcf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			resp, err := c.Tasks.GetTask(ctx, &airlockv1.GetTaskRequest{TaskId: args[0]})
-			if err != nil {
-				return gcf.rpcErr(err)
-			}
-			return printProto(m.Stdout, resp.GetTask())
+			return gcf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Tasks.GetTask(ctx, &airlockv1.GetTaskRequest{TaskId: args[0]})
+				if err != nil {
+					return gcf.rpcErr(err)
+				}
+				return printProto(m.Stdout, resp.GetTask())
+			})
 		},
 	}
 	m.addClientFlags(get, &gcf)
@@ -375,18 +367,14 @@ func (m *Main) taskCommand() *cobra.Command {
 		Short: "revoke every credential leased to a task at its source, and cancel its calls in flight",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := rcf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			resp, err := c.Tasks.RevokeCredentials(ctx, &airlockv1.RevokeCredentialsRequest{TaskId: args[0], Reason: rreason})
-			if err != nil {
-				return rcf.rpcErr(err)
-			}
-			fmt.Fprintf(m.Stdout, "revoked %d credential lease(s) of task %s\n", resp.GetRevoked(), args[0])
-			return nil
+			return rcf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Tasks.RevokeCredentials(ctx, &airlockv1.RevokeCredentialsRequest{TaskId: args[0], Reason: rreason})
+				if err != nil {
+					return rcf.rpcErr(err)
+				}
+				fmt.Fprintf(m.Stdout, "revoked %d credential lease(s) of task %s\n", resp.GetRevoked(), args[0])
+				return nil
+			})
 		},
 	}
 	m.addClientFlags(revoke, &rcf)
@@ -403,22 +391,18 @@ func (m *Main) intentCommand() *cobra.Command {
 		Short: "print the stored outcome of an intent as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			out, err := c.Intents.GetIntent(ctx, &airlockv1.GetIntentRequest{IntentId: args[0]})
-			if err != nil {
-				return cf.rpcErr(err)
-			}
-			b, err := client.OutcomeJSON(out)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(m.Stdout, string(b))
-			return nil
+			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
+				out, err := c.Intents.GetIntent(ctx, &airlockv1.GetIntentRequest{IntentId: args[0]})
+				if err != nil {
+					return cf.rpcErr(err)
+				}
+				b, err := client.OutcomeJSON(out)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(m.Stdout, string(b))
+				return nil
+			})
 		},
 	}
 	m.addClientFlags(get, &cf)
