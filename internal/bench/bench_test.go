@@ -3,13 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,7 +25,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/egress"
 )
 
 // The two tools measured: a tiny one written in C and a Go-built one.
@@ -217,23 +213,7 @@ func BenchmarkFloor(b *testing.B) {
 	})
 }
 
-// benchNet resolves every name to benchIP and dials benchIP:443 to a
-// loopback server; nothing else is ever dialed.
-type benchNet struct{ target string }
-
 const benchIP = "93.184.216.34"
-
-func (n benchNet) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
-	return []netip.Addr{netip.MustParseAddr(benchIP)}, nil
-}
-
-func (n benchNet) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if addr != benchIP+":443" {
-		return nil, fmt.Errorf("bench dialer: %s is not the test server", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", n.target)
-}
 
 // BenchmarkCredentials is the cost of credentials per call: http.fetch to
 // a loopback API, without a credential (path=plain) and with a static
@@ -246,8 +226,7 @@ func BenchmarkCredentials(b *testing.B) {
 	}))
 	defer api.Close()
 	pool := api.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	n := benchNet{target: api.Listener.Addr().String()}
-	eg := egress.New(egress.Config{Resolver: n, Dialer: n, TLSConfig: &tls.Config{RootCAs: pool}})
+	eg := testenv.LoopbackEgress(b, api.Listener.Addr().String(), benchIP, pool, map[string]string{"api.example.com": benchIP})
 
 	b.Setenv("AIRLOCK_BENCH_TOKEN", "bench-token-0123456789abcdef0123456789")
 	dir := b.TempDir()

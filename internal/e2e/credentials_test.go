@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,38 +26,12 @@ import (
 // the test dialer routes it to a loopback server and nothing else anywhere.
 const apiIP = "93.184.216.34"
 
-// loopbackNet resolves api.example.com to apiIP and dials apiIP:443 to a loopback
-// test server. Any other dial fails the test: no packet leaves this
-// machine even if an egress check were broken.
-type loopbackNet struct {
-	t      *testing.T
-	target string
-	mu     sync.Mutex
-	dials  []string
-}
-
-func (n *loopbackNet) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	switch host {
-	case "api.example.com":
-		return []netip.Addr{netip.MustParseAddr(apiIP)}, nil
-	case "metadata.example.com":
-		return []netip.Addr{netip.MustParseAddr("169.254.169.254")}, nil
-	case "loop.example.com":
-		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-func (n *loopbackNet) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	n.mu.Lock()
-	n.dials = append(n.dials, addr)
-	n.mu.Unlock()
-	if addr != apiIP+":443" {
-		n.t.Errorf("the executor asked to dial %s: only the loopback test server may be reached", addr)
-		return nil, fmt.Errorf("test dialer: %s is not a test server", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", n.target)
+// testNames are what the test resolver answers: the API, and names that
+// resolve to addresses tools may never reach.
+var testNames = map[string]string{
+	"api.example.com":      apiIP,
+	"metadata.example.com": "169.254.169.254",
+	"loop.example.com":     "127.0.0.1",
 }
 
 // A credential injected over http reaches the allowed host and never the
@@ -88,9 +59,7 @@ func TestCredentialsAreInjectedInsideTheSandboxOnly(t *testing.T) {
 		io.WriteString(w, "you sent: "+r.Header.Get("Authorization"))
 	}))
 	defer api.Close()
-	pool := api.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ln := &loopbackNet{t: t, target: api.Listener.Addr().String()}
-	eg := egress.New(egress.Config{Resolver: ln, Dialer: ln, TLSConfig: &tls.Config{RootCAs: pool}})
+	eg := loopbackEgress(t, api)
 
 	dir := t.TempDir()
 	credFile := filepath.Join(dir, "credentials.yaml")
@@ -248,6 +217,13 @@ spec:
 			}
 		}
 	}
+}
+
+// loopbackEgress reaches only the httptest TLS server api, as
+// api.example.com (see testNames).
+func loopbackEgress(t *testing.T, api *httptest.Server) *egress.Client {
+	pool := api.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	return testenv.LoopbackEgress(t, api.Listener.Addr().String(), apiIP, pool, testNames)
 }
 
 func writeFile(t *testing.T, path, body string) {

@@ -13,10 +13,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,36 +26,12 @@ import (
 	"github.com/airlock-dev/airlock/internal/wasmtest"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
 )
 
 // githubIP is what the test resolver gives api.github.com; the test dialer
 // routes it, and nothing else, to the loopback fake API.
 const githubIP = "140.82.112.6"
-
-// githubNet resolves api.github.com to githubIP and dials githubIP:443 to
-// the fake API on 127.0.0.1. Any other dial fails the test.
-type githubNet struct {
-	t      *testing.T
-	target string
-}
-
-func (n *githubNet) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	if host == "api.github.com" {
-		return []netip.Addr{netip.MustParseAddr(githubIP)}, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-func (n *githubNet) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if addr != githubIP+":443" {
-		n.t.Errorf("the executor asked to dial %s: only the fake GitHub API may be reached", addr)
-		return nil, fmt.Errorf("test dialer: %s is not a test server", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", n.target)
-}
 
 // selfSigned returns a certificate for api.github.com and a pool trusting it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
@@ -126,8 +100,7 @@ func TestGitHubIssueCreateWithAnInjectedToken(t *testing.T) {
 	api.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	api.StartTLS()
 	defer api.Close()
-	gn := &githubNet{t: t, target: api.Listener.Addr().String()}
-	eg := egress.New(egress.Config{Resolver: gn, Dialer: gn, TLSConfig: &tls.Config{RootCAs: pool}})
+	eg := testenv.LoopbackEgress(t, api.Listener.Addr().String(), githubIP, pool, map[string]string{"api.github.com": githubIP})
 
 	root := testenv.Root(t)
 	x := testenv.Start(t, testenv.Options{

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -22,7 +21,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/wasmtest"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
 )
 
@@ -133,9 +131,7 @@ func TestHostileToolFindsNoInjectedCredential(t *testing.T) {
 		io.WriteString(w, `{"hello":"world"}`)
 	}))
 	defer api.Close()
-	pool := api.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ln := &loopbackNet{t: t, target: api.Listener.Addr().String()}
-	eg := egress.New(egress.Config{Resolver: ln, Dialer: ln, TLSConfig: &tls.Config{RootCAs: pool}})
+	eg := loopbackEgress(t, api)
 
 	dir := t.TempDir()
 	credFile := filepath.Join(dir, "credentials.yaml")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -173,12 +172,8 @@ func (rs *resourceServer) lastToken(t *testing.T) string {
 }
 
 // egressTo returns an egress client whose only reachable host is
-// api.example.com, routed to rs (see loopbackNet).
-func (rs *resourceServer) egressTo(t *testing.T) *egress.Client {
-	pool := rs.srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ln := &loopbackNet{t: t, target: rs.srv.Listener.Addr().String()}
-	return egress.New(egress.Config{Resolver: ln, Dialer: ln, TLSConfig: &tls.Config{RootCAs: pool}})
-}
+// api.example.com, routed to rs (see loopbackEgress).
+func (rs *resourceServer) egressTo(t *testing.T) *egress.Client { return loopbackEgress(t, rs.srv) }
 
 // replay presents token to the resource server directly, as a thief
 // holding it would after the task ended; it returns the status.
