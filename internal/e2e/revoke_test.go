@@ -1,19 +1,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,17 +24,6 @@ import (
 	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/server"
 )
-
-// loopbackPort returns a loopback port that was free a moment ago.
-func loopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // inProcessDaemon runs the daemon (server.Run, what `airlock serve` runs)
 // in this process, so that its egress can be routed to loopback test
@@ -218,113 +203,17 @@ spec:
 	return filepath.Join(dir, "m")
 }
 
-// hydraServer is a running ORY Hydra on loopback.
-type hydraServer struct{ public, admin string }
-
-// startHydraServer runs the Hydra binary named by AIRLOCK_HYDRA (build it
-// with scripts/hydra.sh build) with an in-memory database on 127.0.0.1.
-// The test is skipped when AIRLOCK_HYDRA is unset, and fails instead when
-// CI=true.
-func startHydraServer(t *testing.T) *hydraServer {
-	t.Helper()
-	bin := os.Getenv("AIRLOCK_HYDRA")
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AIRLOCK_HYDRA is not set but CI=true: build Hydra with scripts/hydra.sh build and set AIRLOCK_HYDRA to its path")
-		}
-		t.Skip("AIRLOCK_HYDRA is not set: build Hydra with scripts/hydra.sh build and set AIRLOCK_HYDRA to its path")
-	}
-	pub, adm := loopbackPort(t), loopbackPort(t)
-	sys := make([]byte, 32)
-	_, _ = rand.Read(sys)
-	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out")
-	cmd.Env = append(os.Environ(),
-		"DSN=memory",
-		"SERVE_PUBLIC_HOST=127.0.0.1", fmt.Sprintf("SERVE_PUBLIC_PORT=%d", pub),
-		"SERVE_ADMIN_HOST=127.0.0.1", fmt.Sprintf("SERVE_ADMIN_PORT=%d", adm),
-		fmt.Sprintf("URLS_SELF_ISSUER=http://127.0.0.1:%d/", pub),
-		"SECRETS_SYSTEM="+hex.EncodeToString(sys),
-		"STRATEGIES_ACCESS_TOKEN=opaque",
-		"LOG_LEVEL=warn",
-	)
-	logs := &testenv.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start hydra %s: %v", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	h := &hydraServer{public: fmt.Sprintf("http://127.0.0.1:%d", pub), admin: fmt.Sprintf("http://127.0.0.1:%d", adm)}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(h.admin + "/health/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return h
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("hydra exited:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hydra not ready after 30s:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (h *hydraServer) createClient(t *testing.T, secret, scopes string) string {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"client_secret": secret, "grant_types": []string{"client_credentials"},
-		"scope": scopes, "token_endpoint_auth_method": "client_secret_basic"})
-	resp, err := http.Post(h.admin+"/admin/clients", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		ClientID string `json:"client_id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated || out.ClientID == "" {
-		t.Fatalf("create hydra client: %d %v %+v", resp.StatusCode, err, out)
-	}
-	return out.ClientID
-}
-
-// introspect asks Hydra's admin API about token (RFC 7662).
-func (h *hydraServer) introspect(token string) (active bool, scope string, err error) {
-	resp, err := http.PostForm(h.admin+"/admin/oauth2/introspect", url.Values{"token": {token}})
-	if err != nil {
-		return false, "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Active bool   `json:"active"`
-		Scope  string `json:"scope"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return false, "", fmt.Errorf("hydra introspection: %w", err)
-	}
-	return out.Active, out.Scope, nil
-}
-
 // After `airlock task end`, the OAuth 2.0 token a tool's call was given is
 // no longer active at the authorization server (a real ORY Hydra), and
 // the resource server that relies on Hydra's introspection refuses it.
 func TestTaskEndRevokesOAuth2TokenAtHydra(t *testing.T) {
-	h := startHydraServer(t)
+	h := testenv.StartHydra(t)
 	secret := "hydra-e2e-secret-" + hex.EncodeToString([]byte(t.Name()))[:16]
-	clientID := h.createClient(t, secret, "repo:read repo:write")
+	clientID := h.CreateClient(t, secret, "repo:read repo:write")
 	t.Setenv("AIRLOCK_TEST_HYDRA_SECRET", secret)
 
 	rs := newResourceServer(t, func(token string) error {
-		active, _, err := h.introspect(token)
+		active, _, err := h.Introspect(token)
 		if err != nil {
 			return err
 		}
@@ -345,7 +234,7 @@ sources:
     clientID: %s
     clientSecretEnv: AIRLOCK_TEST_HYDRA_SECRET
     scopes: [repo:read, repo:write]
-`, h.public, h.public, clientID))
+`, h.Public, h.Public, clientID))
 	d := startInProcess(t, server.Options{
 		ManifestsDir: fetchManifest(t, dir, "hydra", "[repo:read]"), PoliciesDir: testenv.Policy(t, "allow", testenv.AllowAll),
 		CredentialsFile: credFile, Egress: rs.egressTo(t),
@@ -356,13 +245,13 @@ sources:
 		t.Fatalf("before task end the resource server answered %d %q", status, body)
 	}
 	token := rs.lastToken(t)
-	active, scope, err := h.introspect(token)
+	active, scope, err := h.Introspect(token)
 	if err != nil || !active || scope != "repo:read" {
 		t.Fatalf("before task end Hydra says active=%v scope=%q (%v); want active with the narrowed scope repo:read", active, scope, err)
 	}
 
 	d.endTask(t, task)
-	if active, _, err := h.introspect(token); err != nil || active {
+	if active, _, err := h.Introspect(token); err != nil || active {
 		t.Fatalf("after `airlock task end` Hydra says the token is active=%v (%v)", active, err)
 	}
 	if code := rs.replay(t, token); code != http.StatusUnauthorized {
@@ -426,7 +315,7 @@ func (v *jwtVerifier) check(token string) error {
 // the executor's JWKS served by --credentials-listen, and introspection)
 // until `airlock task end`; then the same token is refused.
 func TestTaskEndRevokesJWT(t *testing.T) {
-	listen := fmt.Sprintf("127.0.0.1:%d", loopbackPort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	v := &jwtVerifier{base: "http://" + listen + "/credentials/ci-jwt", issuer: "airlock-e2e", audience: "api.example.com"}
 	var checks, refusals sync.Map
 	rs := newResourceServer(t, func(token string) error {
