@@ -1,9 +1,17 @@
 package wasm
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/airlock-dev/airlock/internal/wasmtest"
+	"github.com/airlock-dev/airlock/runtime/manifest"
+	"github.com/airlock-dev/airlock/sandbox"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 )
@@ -45,5 +53,54 @@ func TestWorkspaceQuota(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(ws, "a.txt")); err != nil || fi.Size() != 8 {
 		t.Fatalf("a.txt on the host: %v %v", fi, err)
+	}
+}
+
+// Through real wazero and the real workspace tool: writes past a task's
+// quota fail in the guest, and what the workspace holds counts across calls.
+func TestWorkspaceQuotaThroughTheGuest(t *testing.T) {
+	ctx := context.Background()
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	b, err := New(ctx, Config{CacheDir: filepath.Join(base, "airlock-wasmtest", "wazero"), WorkspaceQuota: 4096, WorkspaceMaxFiles: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	path, sum := wasmtest.BuildGo(t, filepath.Join("..", "..", "tools", "workspace"))
+	m := &manifest.Manifest{
+		APIVersion: manifest.APIVersion, Kind: manifest.KindTool,
+		Metadata: manifest.Metadata{Name: "workspace.write", Version: "1.0.0"},
+		Spec: manifest.Spec{
+			Runtime:      manifest.Runtime{Wasm: &manifest.WasmRuntime{Module: path, SHA256: sum}},
+			Limits:       manifest.Limits{Memory: 64 << 20, Timeout: manifest.Duration(10 * time.Second), Output: 1 << 20},
+			Capabilities: manifest.Capabilities{Filesystem: []manifest.FilesystemGrant{{Path: "workspace", Access: manifest.AccessReadWrite}}},
+			Risk:         manifest.RiskLow,
+		},
+	}
+	tool, err := b.Prepare(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := t.TempDir()
+	write := func(name string, n int) error {
+		in := fmt.Sprintf(`{"path":%q,"content":%q}`, name, strings.Repeat("x", n))
+		_, err := tool.Run(ctx, &sandbox.Call{Input: []byte(in), Workspace: ws, TaskID: "tsk_q"})
+		return err
+	}
+	if err := write("a.txt", 3000); err != nil {
+		t.Fatalf("within the quota: %v", err)
+	}
+	// 3000 bytes are held; 2000 more do not fit, in a later call too.
+	if err := write("b.txt", 2000); sandbox.KindOf(err) != sandbox.KindExit {
+		t.Fatalf("past the quota: %v, want a tool error", err)
+	}
+	if fi, err := os.Stat(filepath.Join(ws, "b.txt")); err == nil && fi.Size() > 1096 {
+		t.Fatalf("b.txt holds %d bytes past the quota", fi.Size())
+	}
+	if err := write("c.txt", 500); err != nil {
+		t.Fatalf("what still fits: %v", err)
 	}
 }
