@@ -151,6 +151,66 @@ func (Effect) EnumDescriptor() ([]byte, []int) {
 	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{1}
 }
 
+// State of an approval.
+type ApprovalState int32
+
+const (
+	ApprovalState_APPROVAL_STATE_UNSPECIFIED ApprovalState = 0
+	// Waiting for an operator.
+	ApprovalState_APPROVAL_STATE_PENDING ApprovalState = 1
+	// Granted; the intent runs (or ran) exactly once.
+	ApprovalState_APPROVAL_STATE_APPROVED ApprovalState = 2
+	// Refused by an operator.
+	ApprovalState_APPROVAL_STATE_DENIED ApprovalState = 3
+	// Nobody decided before it expired.
+	ApprovalState_APPROVAL_STATE_EXPIRED ApprovalState = 4
+)
+
+// Enum value maps for ApprovalState.
+var (
+	ApprovalState_name = map[int32]string{
+		0: "APPROVAL_STATE_UNSPECIFIED",
+		1: "APPROVAL_STATE_PENDING",
+		2: "APPROVAL_STATE_APPROVED",
+		3: "APPROVAL_STATE_DENIED",
+		4: "APPROVAL_STATE_EXPIRED",
+	}
+	ApprovalState_value = map[string]int32{
+		"APPROVAL_STATE_UNSPECIFIED": 0,
+		"APPROVAL_STATE_PENDING":     1,
+		"APPROVAL_STATE_APPROVED":    2,
+		"APPROVAL_STATE_DENIED":      3,
+		"APPROVAL_STATE_EXPIRED":     4,
+	}
+)
+
+func (x ApprovalState) Enum() *ApprovalState {
+	p := new(ApprovalState)
+	*p = x
+	return p
+}
+
+func (x ApprovalState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApprovalState) Descriptor() protoreflect.EnumDescriptor {
+	return file_airlock_v1_airlock_proto_enumTypes[2].Descriptor()
+}
+
+func (ApprovalState) Type() protoreflect.EnumType {
+	return &file_airlock_v1_airlock_proto_enumTypes[2]
+}
+
+func (x ApprovalState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApprovalState.Descriptor instead.
+func (ApprovalState) EnumDescriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{2}
+}
+
 type BeginTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What the task is for, in a sentence; visible to policy as task.purpose.
@@ -668,6 +728,14 @@ type SubmitRequest struct {
 	TaskId string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Why the planner wants this; recorded and visible to policy.
 	Justification string `protobuf:"bytes,4,opt,name=justification,proto3" json:"justification,omitempty"`
+	// Idempotency key (at most 128 printable ASCII characters): a second
+	// Submit by the same caller with the same key returns the first intent's
+	// outcome (or its pending approval) instead of running again; with other
+	// tool, task or arguments it is refused as idempotency_key_reused.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// How long Submit may wait for a required approval before it returns
+	// pending_approval; unset or zero returns at once. The executor caps it.
+	ApprovalWait  *durationpb.Duration `protobuf:"bytes,6,opt,name=approval_wait,json=approvalWait,proto3" json:"approval_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,9 +798,25 @@ func (x *SubmitRequest) GetJustification() string {
 	return ""
 }
 
+func (x *SubmitRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SubmitRequest) GetApprovalWait() *durationpb.Duration {
+	if x != nil {
+		return x.ApprovalWait
+	}
+	return nil
+}
+
 type GetIntentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IntentId      string                 `protobuf:"bytes,1,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	IntentId string                 `protobuf:"bytes,1,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
+	// How long to wait while the intent is pending approval (capped).
+	Wait          *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -774,6 +858,13 @@ func (x *GetIntentRequest) GetIntentId() string {
 	return ""
 }
 
+func (x *GetIntentRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
 type Outcome struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	IntentId string                 `protobuf:"bytes,1,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
@@ -784,9 +875,12 @@ type Outcome struct {
 	Decision *Decision            `protobuf:"bytes,5,opt,name=decision,proto3" json:"decision,omitempty"`
 	Duration *durationpb.Duration `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Id of the audit event that recorded the last step of this intent.
-	AuditEventId  string `protobuf:"bytes,7,opt,name=audit_event_id,json=auditEventId,proto3" json:"audit_event_id,omitempty"`
-	TaskId        string `protobuf:"bytes,8,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Tool          string `protobuf:"bytes,9,opt,name=tool,proto3" json:"tool,omitempty"`
+	AuditEventId string `protobuf:"bytes,7,opt,name=audit_event_id,json=auditEventId,proto3" json:"audit_event_id,omitempty"`
+	TaskId       string `protobuf:"bytes,8,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Tool         string `protobuf:"bytes,9,opt,name=tool,proto3" json:"tool,omitempty"`
+	// The approval this intent waits for or ran under, when policy asked for
+	// one.
+	ApprovalId    string `protobuf:"bytes,10,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -880,6 +974,13 @@ func (x *Outcome) GetTaskId() string {
 func (x *Outcome) GetTool() string {
 	if x != nil {
 		return x.Tool
+	}
+	return ""
+}
+
+func (x *Outcome) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
 	}
 	return ""
 }
@@ -1200,6 +1301,855 @@ func (x *Tool) GetDigest() string {
 	return ""
 }
 
+type Approval struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	IntentId string                 `protobuf:"bytes,2,opt,name=intent_id,json=intentId,proto3" json:"intent_id,omitempty"`
+	TaskId   string                 `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// SPIFFE ID of the caller that submitted the intent.
+	Caller      string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
+	Tool        string `protobuf:"bytes,5,opt,name=tool,proto3" json:"tool,omitempty"`
+	ToolVersion string `protobuf:"bytes,6,opt,name=tool_version,json=toolVersion,proto3" json:"tool_version,omitempty"`
+	// SHA-256 of the tool's module or binary, hex.
+	ToolDigest string `protobuf:"bytes,7,opt,name=tool_digest,json=toolDigest,proto3" json:"tool_digest,omitempty"`
+	// low, medium, high or critical.
+	Risk string `protobuf:"bytes,8,opt,name=risk,proto3" json:"risk,omitempty"`
+	// The exact arguments, canonical JSON: the approval covers these only.
+	Arguments string `protobuf:"bytes,9,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// SHA-256 of arguments, hex.
+	ArgumentsSha256 string `protobuf:"bytes,10,opt,name=arguments_sha256,json=argumentsSha256,proto3" json:"arguments_sha256,omitempty"`
+	Justification   string `protobuf:"bytes,11,opt,name=justification,proto3" json:"justification,omitempty"`
+	// Qualified names of the rules that asked for approval, and their message.
+	Rules     []string               `protobuf:"bytes,12,rep,name=rules,proto3" json:"rules,omitempty"`
+	Message   string                 `protobuf:"bytes,13,opt,name=message,proto3" json:"message,omitempty"`
+	State     ApprovalState          `protobuf:"varint,14,opt,name=state,proto3,enum=airlock.v1.ApprovalState" json:"state,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	DecidedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	// SPIFFE ID of the operator who approved or denied.
+	Approver string `protobuf:"bytes,18,opt,name=approver,proto3" json:"approver,omitempty"`
+	Reason   string `protobuf:"bytes,19,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Status of the intent's outcome once it ran ("" before).
+	IntentStatus  string `protobuf:"bytes,20,opt,name=intent_status,json=intentStatus,proto3" json:"intent_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Approval) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Approval) GetIntentId() string {
+	if x != nil {
+		return x.IntentId
+	}
+	return ""
+}
+
+func (x *Approval) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Approval) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *Approval) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *Approval) GetToolVersion() string {
+	if x != nil {
+		return x.ToolVersion
+	}
+	return ""
+}
+
+func (x *Approval) GetToolDigest() string {
+	if x != nil {
+		return x.ToolDigest
+	}
+	return ""
+}
+
+func (x *Approval) GetRisk() string {
+	if x != nil {
+		return x.Risk
+	}
+	return ""
+}
+
+func (x *Approval) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *Approval) GetArgumentsSha256() string {
+	if x != nil {
+		return x.ArgumentsSha256
+	}
+	return ""
+}
+
+func (x *Approval) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *Approval) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *Approval) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Approval) GetState() ApprovalState {
+	if x != nil {
+		return x.State
+	}
+	return ApprovalState_APPROVAL_STATE_UNSPECIFIED
+}
+
+func (x *Approval) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Approval) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Approval) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
+func (x *Approval) GetApprover() string {
+	if x != nil {
+		return x.Approver
+	}
+	return ""
+}
+
+func (x *Approval) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Approval) GetIntentStatus() string {
+	if x != nil {
+		return x.IntentStatus
+	}
+	return ""
+}
+
+type ListApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these states; empty means pending only.
+	States []ApprovalState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=airlock.v1.ApprovalState" json:"states,omitempty"`
+	TaskId string          `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// At most this many (default 100, at most 1000).
+	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsRequest) Reset() {
+	*x = ListApprovalsRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsRequest) ProtoMessage() {}
+
+func (x *ListApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*ListApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListApprovalsRequest) GetStates() []ApprovalState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ListApprovalsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListApprovalsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approvals     []*Approval            `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsResponse) Reset() {
+	*x = ListApprovalsResponse{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsResponse) ProtoMessage() {}
+
+func (x *ListApprovalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsResponse.ProtoReflect.Descriptor instead.
+func (*ListApprovalsResponse) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListApprovalsResponse) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+type GetApprovalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ApprovalId    string                 `protobuf:"bytes,1,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetApprovalRequest) Reset() {
+	*x = GetApprovalRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetApprovalRequest) ProtoMessage() {}
+
+func (x *GetApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetApprovalRequest.ProtoReflect.Descriptor instead.
+func (*GetApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetApprovalRequest) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+type DecideApprovalRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ApprovalId string                 `protobuf:"bytes,1,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	// Why; recorded in the audit log. Required to deny.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideApprovalRequest) Reset() {
+	*x = DecideApprovalRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideApprovalRequest) ProtoMessage() {}
+
+func (x *DecideApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideApprovalRequest.ProtoReflect.Descriptor instead.
+func (*DecideApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DecideApprovalRequest) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+func (x *DecideApprovalRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type WatchApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these states; empty means every state.
+	States        []ApprovalState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=airlock.v1.ApprovalState" json:"states,omitempty"`
+	TaskId        string          `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchApprovalsRequest) Reset() {
+	*x = WatchApprovalsRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchApprovalsRequest) ProtoMessage() {}
+
+func (x *WatchApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*WatchApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchApprovalsRequest) GetStates() []ApprovalState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *WatchApprovalsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type ApprovalEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approval      *Approval              `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalEvent) Reset() {
+	*x = ApprovalEvent{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalEvent) ProtoMessage() {}
+
+func (x *ApprovalEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalEvent.ProtoReflect.Descriptor instead.
+func (*ApprovalEvent) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ApprovalEvent) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+type OpenApprovalsPageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenApprovalsPageRequest) Reset() {
+	*x = OpenApprovalsPageRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenApprovalsPageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenApprovalsPageRequest) ProtoMessage() {}
+
+func (x *OpenApprovalsPageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenApprovalsPageRequest.ProtoReflect.Descriptor instead.
+func (*OpenApprovalsPageRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{24}
+}
+
+type OpenApprovalsPageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http://127.0.0.1:PORT/approvals#token=..., valid until expires_at.
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenApprovalsPageResponse) Reset() {
+	*x = OpenApprovalsPageResponse{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenApprovalsPageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenApprovalsPageResponse) ProtoMessage() {}
+
+func (x *OpenApprovalsPageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenApprovalsPageResponse.ProtoReflect.Descriptor instead.
+func (*OpenApprovalsPageResponse) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *OpenApprovalsPageResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *OpenApprovalsPageResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type StreamAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start after this sequence number (0: from the first event).
+	AfterSeq int64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Filters; empty matches everything. effect is allow, deny or
+	// require_approval.
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Caller string `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	Tool   string `protobuf:"bytes,4,opt,name=tool,proto3" json:"tool,omitempty"`
+	Effect string `protobuf:"bytes,5,opt,name=effect,proto3" json:"effect,omitempty"`
+	// Keep streaming new events until the client cancels.
+	Follow        bool `protobuf:"varint,6,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamAuditRequest) Reset() {
+	*x = StreamAuditRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamAuditRequest) ProtoMessage() {}
+
+func (x *StreamAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamAuditRequest.ProtoReflect.Descriptor instead.
+func (*StreamAuditRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StreamAuditRequest) GetAfterSeq() int64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *StreamAuditRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StreamAuditRequest) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *StreamAuditRequest) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *StreamAuditRequest) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
+func (x *StreamAuditRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// AuditEvent is one stored audit event: its exact hashed JSON body and hash.
+type AuditEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   int64                  `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash  string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The event as canonical JSON (what was hashed), see runtime/audit.
+	Json          string `protobuf:"bytes,3,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AuditEvent) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{28}
+}
+
+type VerifyAuditResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ok     bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Events int64                  `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// Hash of the last event: anchor it elsewhere to detect truncation.
+	Head string `protobuf:"bytes,3,opt,name=head,proto3" json:"head,omitempty"`
+	// What is broken and where, when ok is false.
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_airlock_v1_airlock_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_airlock_v1_airlock_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_airlock_v1_airlock_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *VerifyAuditResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHead() string {
+	if x != nil {
+		return x.Head
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 var File_airlock_v1_airlock_proto protoreflect.FileDescriptor
 
 const file_airlock_v1_airlock_proto_rawDesc = "" +
@@ -1245,14 +2195,17 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"call_count\x18\t \x01(\x03R\tcallCount\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
 	"\rSubmitRequest\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x1c\n" +
 	"\targuments\x18\x02 \x01(\tR\targuments\x12\x17\n" +
 	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12$\n" +
-	"\rjustification\x18\x04 \x01(\tR\rjustification\"/\n" +
+	"\rjustification\x18\x04 \x01(\tR\rjustification\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12>\n" +
+	"\rapproval_wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fapprovalWait\"^\n" +
 	"\x10GetIntentRequest\x12\x1b\n" +
-	"\tintent_id\x18\x01 \x01(\tR\bintentId\"\xcf\x02\n" +
+	"\tintent_id\x18\x01 \x01(\tR\bintentId\x12-\n" +
+	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xf0\x02\n" +
 	"\aOutcome\x12\x1b\n" +
 	"\tintent_id\x18\x01 \x01(\tR\bintentId\x12*\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x12.airlock.v1.StatusR\x06status\x12\x16\n" +
@@ -1262,7 +2215,10 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12$\n" +
 	"\x0eaudit_event_id\x18\a \x01(\tR\fauditEventId\x12\x17\n" +
 	"\atask_id\x18\b \x01(\tR\x06taskId\x12\x12\n" +
-	"\x04tool\x18\t \x01(\tR\x04tool\"K\n" +
+	"\x04tool\x18\t \x01(\tR\x04tool\x12\x1f\n" +
+	"\vapproval_id\x18\n" +
+	" \x01(\tR\n" +
+	"approvalId\"K\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
@@ -1286,7 +2242,74 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\x06digest\x18\t \x01(\tR\x06digest\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x9a\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x05\n" +
+	"\bApproval\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tintent_id\x18\x02 \x01(\tR\bintentId\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06caller\x18\x04 \x01(\tR\x06caller\x12\x12\n" +
+	"\x04tool\x18\x05 \x01(\tR\x04tool\x12!\n" +
+	"\ftool_version\x18\x06 \x01(\tR\vtoolVersion\x12\x1f\n" +
+	"\vtool_digest\x18\a \x01(\tR\n" +
+	"toolDigest\x12\x12\n" +
+	"\x04risk\x18\b \x01(\tR\x04risk\x12\x1c\n" +
+	"\targuments\x18\t \x01(\tR\targuments\x12)\n" +
+	"\x10arguments_sha256\x18\n" +
+	" \x01(\tR\x0fargumentsSha256\x12$\n" +
+	"\rjustification\x18\v \x01(\tR\rjustification\x12\x14\n" +
+	"\x05rules\x18\f \x03(\tR\x05rules\x12\x18\n" +
+	"\amessage\x18\r \x01(\tR\amessage\x12/\n" +
+	"\x05state\x18\x0e \x01(\x0e2\x19.airlock.v1.ApprovalStateR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"decided_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\x12\x1a\n" +
+	"\bapprover\x18\x12 \x01(\tR\bapprover\x12\x16\n" +
+	"\x06reason\x18\x13 \x01(\tR\x06reason\x12#\n" +
+	"\rintent_status\x18\x14 \x01(\tR\fintentStatus\"x\n" +
+	"\x14ListApprovalsRequest\x121\n" +
+	"\x06states\x18\x01 \x03(\x0e2\x19.airlock.v1.ApprovalStateR\x06states\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"K\n" +
+	"\x15ListApprovalsResponse\x122\n" +
+	"\tapprovals\x18\x01 \x03(\v2\x14.airlock.v1.ApprovalR\tapprovals\"5\n" +
+	"\x12GetApprovalRequest\x12\x1f\n" +
+	"\vapproval_id\x18\x01 \x01(\tR\n" +
+	"approvalId\"P\n" +
+	"\x15DecideApprovalRequest\x12\x1f\n" +
+	"\vapproval_id\x18\x01 \x01(\tR\n" +
+	"approvalId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"c\n" +
+	"\x15WatchApprovalsRequest\x121\n" +
+	"\x06states\x18\x01 \x03(\x0e2\x19.airlock.v1.ApprovalStateR\x06states\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\"A\n" +
+	"\rApprovalEvent\x120\n" +
+	"\bapproval\x18\x01 \x01(\v2\x14.airlock.v1.ApprovalR\bapproval\"\x1a\n" +
+	"\x18OpenApprovalsPageRequest\"h\n" +
+	"\x19OpenApprovalsPageResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xa6\x01\n" +
+	"\x12StreamAuditRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x03R\bafterSeq\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x12\n" +
+	"\x04tool\x18\x04 \x01(\tR\x04tool\x12\x16\n" +
+	"\x06effect\x18\x05 \x01(\tR\x06effect\x12\x16\n" +
+	"\x06follow\x18\x06 \x01(\bR\x06follow\"F\n" +
+	"\n" +
+	"AuditEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04json\x18\x03 \x01(\tR\x04json\"\x14\n" +
+	"\x12VerifyAuditRequest\"k\n" +
+	"\x13VerifyAuditResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x12\x12\n" +
+	"\x04head\x18\x03 \x01(\tR\x04head\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem*\x9a\x01\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x11\n" +
@@ -1299,7 +2322,13 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
 	"\vEFFECT_DENY\x10\x02\x12\x1b\n" +
-	"\x17EFFECT_REQUIRE_APPROVAL\x10\x032\xc1\x02\n" +
+	"\x17EFFECT_REQUIRE_APPROVAL\x10\x03*\x9f\x01\n" +
+	"\rApprovalState\x12\x1e\n" +
+	"\x1aAPPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16APPROVAL_STATE_PENDING\x10\x01\x12\x1b\n" +
+	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x19\n" +
+	"\x15APPROVAL_STATE_DENIED\x10\x03\x12\x1a\n" +
+	"\x16APPROVAL_STATE_EXPIRED\x10\x042\xc1\x02\n" +
 	"\vTaskService\x12H\n" +
 	"\tBeginTask\x12\x1c.airlock.v1.BeginTaskRequest\x1a\x1d.airlock.v1.BeginTaskResponse\x12B\n" +
 	"\aEndTask\x12\x1a.airlock.v1.EndTaskRequest\x1a\x1b.airlock.v1.EndTaskResponse\x12B\n" +
@@ -1307,7 +2336,17 @@ const file_airlock_v1_airlock_proto_rawDesc = "" +
 	"\x11RevokeCredentials\x12$.airlock.v1.RevokeCredentialsRequest\x1a%.airlock.v1.RevokeCredentialsResponse2\x89\x01\n" +
 	"\rIntentService\x128\n" +
 	"\x06Submit\x12\x19.airlock.v1.SubmitRequest\x1a\x13.airlock.v1.Outcome\x12>\n" +
-	"\tGetIntent\x12\x1c.airlock.v1.GetIntentRequest\x1a\x13.airlock.v1.Outcome2W\n" +
+	"\tGetIntent\x12\x1c.airlock.v1.GetIntentRequest\x1a\x13.airlock.v1.Outcome2\xe5\x03\n" +
+	"\x0fApprovalService\x12T\n" +
+	"\rListApprovals\x12 .airlock.v1.ListApprovalsRequest\x1a!.airlock.v1.ListApprovalsResponse\x12C\n" +
+	"\vGetApproval\x12\x1e.airlock.v1.GetApprovalRequest\x1a\x14.airlock.v1.Approval\x12B\n" +
+	"\aApprove\x12!.airlock.v1.DecideApprovalRequest\x1a\x14.airlock.v1.Approval\x12?\n" +
+	"\x04Deny\x12!.airlock.v1.DecideApprovalRequest\x1a\x14.airlock.v1.Approval\x12P\n" +
+	"\x0eWatchApprovals\x12!.airlock.v1.WatchApprovalsRequest\x1a\x19.airlock.v1.ApprovalEvent0\x01\x12`\n" +
+	"\x11OpenApprovalsPage\x12$.airlock.v1.OpenApprovalsPageRequest\x1a%.airlock.v1.OpenApprovalsPageResponse2\xa7\x01\n" +
+	"\fAuditService\x12G\n" +
+	"\vStreamAudit\x12\x1e.airlock.v1.StreamAuditRequest\x1a\x16.airlock.v1.AuditEvent0\x01\x12N\n" +
+	"\vVerifyAudit\x12\x1e.airlock.v1.VerifyAuditRequest\x1a\x1f.airlock.v1.VerifyAuditResponse2W\n" +
 	"\vToolService\x12H\n" +
 	"\tListTools\x12\x1c.airlock.v1.ListToolsRequest\x1a\x1d.airlock.v1.ListToolsResponseB@Z>github.com/airlock-dev/airlock/planner-api/airlockv1;airlockv1b\x06proto3"
 
@@ -1323,70 +2362,111 @@ func file_airlock_v1_airlock_proto_rawDescGZIP() []byte {
 	return file_airlock_v1_airlock_proto_rawDescData
 }
 
-var file_airlock_v1_airlock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_airlock_v1_airlock_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_airlock_v1_airlock_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_airlock_v1_airlock_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_airlock_v1_airlock_proto_goTypes = []any{
 	(Status)(0),                       // 0: airlock.v1.Status
 	(Effect)(0),                       // 1: airlock.v1.Effect
-	(*BeginTaskRequest)(nil),          // 2: airlock.v1.BeginTaskRequest
-	(*BeginTaskResponse)(nil),         // 3: airlock.v1.BeginTaskResponse
-	(*EndTaskRequest)(nil),            // 4: airlock.v1.EndTaskRequest
-	(*EndTaskResponse)(nil),           // 5: airlock.v1.EndTaskResponse
-	(*RevokeCredentialsRequest)(nil),  // 6: airlock.v1.RevokeCredentialsRequest
-	(*RevokeCredentialsResponse)(nil), // 7: airlock.v1.RevokeCredentialsResponse
-	(*GetTaskRequest)(nil),            // 8: airlock.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),           // 9: airlock.v1.GetTaskResponse
-	(*Task)(nil),                      // 10: airlock.v1.Task
-	(*SubmitRequest)(nil),             // 11: airlock.v1.SubmitRequest
-	(*GetIntentRequest)(nil),          // 12: airlock.v1.GetIntentRequest
-	(*Outcome)(nil),                   // 13: airlock.v1.Outcome
-	(*Error)(nil),                     // 14: airlock.v1.Error
-	(*Decision)(nil),                  // 15: airlock.v1.Decision
-	(*ListToolsRequest)(nil),          // 16: airlock.v1.ListToolsRequest
-	(*ListToolsResponse)(nil),         // 17: airlock.v1.ListToolsResponse
-	(*Tool)(nil),                      // 18: airlock.v1.Tool
-	nil,                               // 19: airlock.v1.BeginTaskRequest.LabelsEntry
-	nil,                               // 20: airlock.v1.Task.LabelsEntry
-	nil,                               // 21: airlock.v1.Tool.LabelsEntry
-	(*durationpb.Duration)(nil),       // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
+	(ApprovalState)(0),                // 2: airlock.v1.ApprovalState
+	(*BeginTaskRequest)(nil),          // 3: airlock.v1.BeginTaskRequest
+	(*BeginTaskResponse)(nil),         // 4: airlock.v1.BeginTaskResponse
+	(*EndTaskRequest)(nil),            // 5: airlock.v1.EndTaskRequest
+	(*EndTaskResponse)(nil),           // 6: airlock.v1.EndTaskResponse
+	(*RevokeCredentialsRequest)(nil),  // 7: airlock.v1.RevokeCredentialsRequest
+	(*RevokeCredentialsResponse)(nil), // 8: airlock.v1.RevokeCredentialsResponse
+	(*GetTaskRequest)(nil),            // 9: airlock.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),           // 10: airlock.v1.GetTaskResponse
+	(*Task)(nil),                      // 11: airlock.v1.Task
+	(*SubmitRequest)(nil),             // 12: airlock.v1.SubmitRequest
+	(*GetIntentRequest)(nil),          // 13: airlock.v1.GetIntentRequest
+	(*Outcome)(nil),                   // 14: airlock.v1.Outcome
+	(*Error)(nil),                     // 15: airlock.v1.Error
+	(*Decision)(nil),                  // 16: airlock.v1.Decision
+	(*ListToolsRequest)(nil),          // 17: airlock.v1.ListToolsRequest
+	(*ListToolsResponse)(nil),         // 18: airlock.v1.ListToolsResponse
+	(*Tool)(nil),                      // 19: airlock.v1.Tool
+	(*Approval)(nil),                  // 20: airlock.v1.Approval
+	(*ListApprovalsRequest)(nil),      // 21: airlock.v1.ListApprovalsRequest
+	(*ListApprovalsResponse)(nil),     // 22: airlock.v1.ListApprovalsResponse
+	(*GetApprovalRequest)(nil),        // 23: airlock.v1.GetApprovalRequest
+	(*DecideApprovalRequest)(nil),     // 24: airlock.v1.DecideApprovalRequest
+	(*WatchApprovalsRequest)(nil),     // 25: airlock.v1.WatchApprovalsRequest
+	(*ApprovalEvent)(nil),             // 26: airlock.v1.ApprovalEvent
+	(*OpenApprovalsPageRequest)(nil),  // 27: airlock.v1.OpenApprovalsPageRequest
+	(*OpenApprovalsPageResponse)(nil), // 28: airlock.v1.OpenApprovalsPageResponse
+	(*StreamAuditRequest)(nil),        // 29: airlock.v1.StreamAuditRequest
+	(*AuditEvent)(nil),                // 30: airlock.v1.AuditEvent
+	(*VerifyAuditRequest)(nil),        // 31: airlock.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 32: airlock.v1.VerifyAuditResponse
+	nil,                               // 33: airlock.v1.BeginTaskRequest.LabelsEntry
+	nil,                               // 34: airlock.v1.Task.LabelsEntry
+	nil,                               // 35: airlock.v1.Tool.LabelsEntry
+	(*durationpb.Duration)(nil),       // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 37: google.protobuf.Timestamp
 }
 var file_airlock_v1_airlock_proto_depIdxs = []int32{
-	22, // 0: airlock.v1.BeginTaskRequest.ttl:type_name -> google.protobuf.Duration
-	19, // 1: airlock.v1.BeginTaskRequest.labels:type_name -> airlock.v1.BeginTaskRequest.LabelsEntry
-	10, // 2: airlock.v1.BeginTaskResponse.task:type_name -> airlock.v1.Task
-	10, // 3: airlock.v1.EndTaskResponse.task:type_name -> airlock.v1.Task
-	10, // 4: airlock.v1.GetTaskResponse.task:type_name -> airlock.v1.Task
-	20, // 5: airlock.v1.Task.labels:type_name -> airlock.v1.Task.LabelsEntry
-	23, // 6: airlock.v1.Task.started_at:type_name -> google.protobuf.Timestamp
-	23, // 7: airlock.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 8: airlock.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	0,  // 9: airlock.v1.Outcome.status:type_name -> airlock.v1.Status
-	14, // 10: airlock.v1.Outcome.error:type_name -> airlock.v1.Error
-	15, // 11: airlock.v1.Outcome.decision:type_name -> airlock.v1.Decision
-	22, // 12: airlock.v1.Outcome.duration:type_name -> google.protobuf.Duration
-	1,  // 13: airlock.v1.Decision.effect:type_name -> airlock.v1.Effect
-	18, // 14: airlock.v1.ListToolsResponse.tools:type_name -> airlock.v1.Tool
-	21, // 15: airlock.v1.Tool.labels:type_name -> airlock.v1.Tool.LabelsEntry
-	2,  // 16: airlock.v1.TaskService.BeginTask:input_type -> airlock.v1.BeginTaskRequest
-	4,  // 17: airlock.v1.TaskService.EndTask:input_type -> airlock.v1.EndTaskRequest
-	8,  // 18: airlock.v1.TaskService.GetTask:input_type -> airlock.v1.GetTaskRequest
-	6,  // 19: airlock.v1.TaskService.RevokeCredentials:input_type -> airlock.v1.RevokeCredentialsRequest
-	11, // 20: airlock.v1.IntentService.Submit:input_type -> airlock.v1.SubmitRequest
-	12, // 21: airlock.v1.IntentService.GetIntent:input_type -> airlock.v1.GetIntentRequest
-	16, // 22: airlock.v1.ToolService.ListTools:input_type -> airlock.v1.ListToolsRequest
-	3,  // 23: airlock.v1.TaskService.BeginTask:output_type -> airlock.v1.BeginTaskResponse
-	5,  // 24: airlock.v1.TaskService.EndTask:output_type -> airlock.v1.EndTaskResponse
-	9,  // 25: airlock.v1.TaskService.GetTask:output_type -> airlock.v1.GetTaskResponse
-	7,  // 26: airlock.v1.TaskService.RevokeCredentials:output_type -> airlock.v1.RevokeCredentialsResponse
-	13, // 27: airlock.v1.IntentService.Submit:output_type -> airlock.v1.Outcome
-	13, // 28: airlock.v1.IntentService.GetIntent:output_type -> airlock.v1.Outcome
-	17, // 29: airlock.v1.ToolService.ListTools:output_type -> airlock.v1.ListToolsResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	36, // 0: airlock.v1.BeginTaskRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 1: airlock.v1.BeginTaskRequest.labels:type_name -> airlock.v1.BeginTaskRequest.LabelsEntry
+	11, // 2: airlock.v1.BeginTaskResponse.task:type_name -> airlock.v1.Task
+	11, // 3: airlock.v1.EndTaskResponse.task:type_name -> airlock.v1.Task
+	11, // 4: airlock.v1.GetTaskResponse.task:type_name -> airlock.v1.Task
+	34, // 5: airlock.v1.Task.labels:type_name -> airlock.v1.Task.LabelsEntry
+	37, // 6: airlock.v1.Task.started_at:type_name -> google.protobuf.Timestamp
+	37, // 7: airlock.v1.Task.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 8: airlock.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	36, // 9: airlock.v1.SubmitRequest.approval_wait:type_name -> google.protobuf.Duration
+	36, // 10: airlock.v1.GetIntentRequest.wait:type_name -> google.protobuf.Duration
+	0,  // 11: airlock.v1.Outcome.status:type_name -> airlock.v1.Status
+	15, // 12: airlock.v1.Outcome.error:type_name -> airlock.v1.Error
+	16, // 13: airlock.v1.Outcome.decision:type_name -> airlock.v1.Decision
+	36, // 14: airlock.v1.Outcome.duration:type_name -> google.protobuf.Duration
+	1,  // 15: airlock.v1.Decision.effect:type_name -> airlock.v1.Effect
+	19, // 16: airlock.v1.ListToolsResponse.tools:type_name -> airlock.v1.Tool
+	35, // 17: airlock.v1.Tool.labels:type_name -> airlock.v1.Tool.LabelsEntry
+	2,  // 18: airlock.v1.Approval.state:type_name -> airlock.v1.ApprovalState
+	37, // 19: airlock.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	37, // 20: airlock.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 21: airlock.v1.Approval.decided_at:type_name -> google.protobuf.Timestamp
+	2,  // 22: airlock.v1.ListApprovalsRequest.states:type_name -> airlock.v1.ApprovalState
+	20, // 23: airlock.v1.ListApprovalsResponse.approvals:type_name -> airlock.v1.Approval
+	2,  // 24: airlock.v1.WatchApprovalsRequest.states:type_name -> airlock.v1.ApprovalState
+	20, // 25: airlock.v1.ApprovalEvent.approval:type_name -> airlock.v1.Approval
+	37, // 26: airlock.v1.OpenApprovalsPageResponse.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 27: airlock.v1.TaskService.BeginTask:input_type -> airlock.v1.BeginTaskRequest
+	5,  // 28: airlock.v1.TaskService.EndTask:input_type -> airlock.v1.EndTaskRequest
+	9,  // 29: airlock.v1.TaskService.GetTask:input_type -> airlock.v1.GetTaskRequest
+	7,  // 30: airlock.v1.TaskService.RevokeCredentials:input_type -> airlock.v1.RevokeCredentialsRequest
+	12, // 31: airlock.v1.IntentService.Submit:input_type -> airlock.v1.SubmitRequest
+	13, // 32: airlock.v1.IntentService.GetIntent:input_type -> airlock.v1.GetIntentRequest
+	21, // 33: airlock.v1.ApprovalService.ListApprovals:input_type -> airlock.v1.ListApprovalsRequest
+	23, // 34: airlock.v1.ApprovalService.GetApproval:input_type -> airlock.v1.GetApprovalRequest
+	24, // 35: airlock.v1.ApprovalService.Approve:input_type -> airlock.v1.DecideApprovalRequest
+	24, // 36: airlock.v1.ApprovalService.Deny:input_type -> airlock.v1.DecideApprovalRequest
+	25, // 37: airlock.v1.ApprovalService.WatchApprovals:input_type -> airlock.v1.WatchApprovalsRequest
+	27, // 38: airlock.v1.ApprovalService.OpenApprovalsPage:input_type -> airlock.v1.OpenApprovalsPageRequest
+	29, // 39: airlock.v1.AuditService.StreamAudit:input_type -> airlock.v1.StreamAuditRequest
+	31, // 40: airlock.v1.AuditService.VerifyAudit:input_type -> airlock.v1.VerifyAuditRequest
+	17, // 41: airlock.v1.ToolService.ListTools:input_type -> airlock.v1.ListToolsRequest
+	4,  // 42: airlock.v1.TaskService.BeginTask:output_type -> airlock.v1.BeginTaskResponse
+	6,  // 43: airlock.v1.TaskService.EndTask:output_type -> airlock.v1.EndTaskResponse
+	10, // 44: airlock.v1.TaskService.GetTask:output_type -> airlock.v1.GetTaskResponse
+	8,  // 45: airlock.v1.TaskService.RevokeCredentials:output_type -> airlock.v1.RevokeCredentialsResponse
+	14, // 46: airlock.v1.IntentService.Submit:output_type -> airlock.v1.Outcome
+	14, // 47: airlock.v1.IntentService.GetIntent:output_type -> airlock.v1.Outcome
+	22, // 48: airlock.v1.ApprovalService.ListApprovals:output_type -> airlock.v1.ListApprovalsResponse
+	20, // 49: airlock.v1.ApprovalService.GetApproval:output_type -> airlock.v1.Approval
+	20, // 50: airlock.v1.ApprovalService.Approve:output_type -> airlock.v1.Approval
+	20, // 51: airlock.v1.ApprovalService.Deny:output_type -> airlock.v1.Approval
+	26, // 52: airlock.v1.ApprovalService.WatchApprovals:output_type -> airlock.v1.ApprovalEvent
+	28, // 53: airlock.v1.ApprovalService.OpenApprovalsPage:output_type -> airlock.v1.OpenApprovalsPageResponse
+	30, // 54: airlock.v1.AuditService.StreamAudit:output_type -> airlock.v1.AuditEvent
+	32, // 55: airlock.v1.AuditService.VerifyAudit:output_type -> airlock.v1.VerifyAuditResponse
+	18, // 56: airlock.v1.ToolService.ListTools:output_type -> airlock.v1.ListToolsResponse
+	42, // [42:57] is the sub-list for method output_type
+	27, // [27:42] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_airlock_v1_airlock_proto_init() }
@@ -1399,10 +2479,10 @@ func file_airlock_v1_airlock_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_airlock_v1_airlock_proto_rawDesc), len(file_airlock_v1_airlock_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   5,
 		},
 		GoTypes:           file_airlock_v1_airlock_proto_goTypes,
 		DependencyIndexes: file_airlock_v1_airlock_proto_depIdxs,

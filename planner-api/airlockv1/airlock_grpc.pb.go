@@ -274,7 +274,10 @@ type IntentServiceClient interface {
 	// Domain results (denied, invalid, failed, ...) are outcomes, not gRPC
 	// errors; gRPC errors mean the request could not be taken at all.
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*Outcome, error)
-	// GetIntent returns the stored outcome of an intent of the caller.
+	// GetIntent returns the stored outcome of an intent of the caller. An
+	// intent waiting for approval has status pending_approval; once approved
+	// and run, GetIntent returns its final outcome. With wait set, GetIntent
+	// waits (bounded) until the intent leaves pending_approval.
 	GetIntent(ctx context.Context, in *GetIntentRequest, opts ...grpc.CallOption) (*Outcome, error)
 }
 
@@ -316,7 +319,10 @@ type IntentServiceServer interface {
 	// Domain results (denied, invalid, failed, ...) are outcomes, not gRPC
 	// errors; gRPC errors mean the request could not be taken at all.
 	Submit(context.Context, *SubmitRequest) (*Outcome, error)
-	// GetIntent returns the stored outcome of an intent of the caller.
+	// GetIntent returns the stored outcome of an intent of the caller. An
+	// intent waiting for approval has status pending_approval; once approved
+	// and run, GetIntent returns its final outcome. With wait set, GetIntent
+	// waits (bounded) until the intent leaves pending_approval.
 	GetIntent(context.Context, *GetIntentRequest) (*Outcome, error)
 	mustEmbedUnimplementedIntentServiceServer()
 }
@@ -408,6 +414,486 @@ var IntentService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
+	Metadata: "airlock/v1/airlock.proto",
+}
+
+const (
+	ApprovalService_ListApprovals_FullMethodName     = "/airlock.v1.ApprovalService/ListApprovals"
+	ApprovalService_GetApproval_FullMethodName       = "/airlock.v1.ApprovalService/GetApproval"
+	ApprovalService_Approve_FullMethodName           = "/airlock.v1.ApprovalService/Approve"
+	ApprovalService_Deny_FullMethodName              = "/airlock.v1.ApprovalService/Deny"
+	ApprovalService_WatchApprovals_FullMethodName    = "/airlock.v1.ApprovalService/WatchApprovals"
+	ApprovalService_OpenApprovalsPage_FullMethodName = "/airlock.v1.ApprovalService/OpenApprovalsPage"
+)
+
+// ApprovalServiceClient is the client API for ApprovalService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ApprovalService is the operator-facing half of require_approval. The
+// approver is the calling identity; it must differ from the caller that
+// submitted the intent.
+type ApprovalServiceClient interface {
+	// ListApprovals lists approvals, newest first (default: pending only).
+	ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error)
+	// GetApproval returns one approval with the exact arguments it covers.
+	GetApproval(ctx context.Context, in *GetApprovalRequest, opts ...grpc.CallOption) (*Approval, error)
+	// Approve grants a pending approval; the intent then runs exactly once.
+	// Approving an approved approval is a no-op that returns it; approving a
+	// denied or expired one fails with FAILED_PRECONDITION.
+	Approve(ctx context.Context, in *DecideApprovalRequest, opts ...grpc.CallOption) (*Approval, error)
+	// Deny refuses a pending approval; it cannot be revived.
+	Deny(ctx context.Context, in *DecideApprovalRequest, opts ...grpc.CallOption) (*Approval, error)
+	// WatchApprovals streams approvals as they are created and change state,
+	// after first sending every approval that matches the filter.
+	WatchApprovals(ctx context.Context, in *WatchApprovalsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ApprovalEvent], error)
+	// OpenApprovalsPage returns a short-lived URL of the executor's approvals
+	// web page (loopback only), bound to the calling identity.
+	OpenApprovalsPage(ctx context.Context, in *OpenApprovalsPageRequest, opts ...grpc.CallOption) (*OpenApprovalsPageResponse, error)
+}
+
+type approvalServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewApprovalServiceClient(cc grpc.ClientConnInterface) ApprovalServiceClient {
+	return &approvalServiceClient{cc}
+}
+
+func (c *approvalServiceClient) ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApprovalsResponse)
+	err := c.cc.Invoke(ctx, ApprovalService_ListApprovals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) GetApproval(ctx context.Context, in *GetApprovalRequest, opts ...grpc.CallOption) (*Approval, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Approval)
+	err := c.cc.Invoke(ctx, ApprovalService_GetApproval_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) Approve(ctx context.Context, in *DecideApprovalRequest, opts ...grpc.CallOption) (*Approval, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Approval)
+	err := c.cc.Invoke(ctx, ApprovalService_Approve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) Deny(ctx context.Context, in *DecideApprovalRequest, opts ...grpc.CallOption) (*Approval, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Approval)
+	err := c.cc.Invoke(ctx, ApprovalService_Deny_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) WatchApprovals(ctx context.Context, in *WatchApprovalsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ApprovalEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ApprovalService_ServiceDesc.Streams[0], ApprovalService_WatchApprovals_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchApprovalsRequest, ApprovalEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ApprovalService_WatchApprovalsClient = grpc.ServerStreamingClient[ApprovalEvent]
+
+func (c *approvalServiceClient) OpenApprovalsPage(ctx context.Context, in *OpenApprovalsPageRequest, opts ...grpc.CallOption) (*OpenApprovalsPageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenApprovalsPageResponse)
+	err := c.cc.Invoke(ctx, ApprovalService_OpenApprovalsPage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ApprovalServiceServer is the server API for ApprovalService service.
+// All implementations must embed UnimplementedApprovalServiceServer
+// for forward compatibility.
+//
+// ApprovalService is the operator-facing half of require_approval. The
+// approver is the calling identity; it must differ from the caller that
+// submitted the intent.
+type ApprovalServiceServer interface {
+	// ListApprovals lists approvals, newest first (default: pending only).
+	ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error)
+	// GetApproval returns one approval with the exact arguments it covers.
+	GetApproval(context.Context, *GetApprovalRequest) (*Approval, error)
+	// Approve grants a pending approval; the intent then runs exactly once.
+	// Approving an approved approval is a no-op that returns it; approving a
+	// denied or expired one fails with FAILED_PRECONDITION.
+	Approve(context.Context, *DecideApprovalRequest) (*Approval, error)
+	// Deny refuses a pending approval; it cannot be revived.
+	Deny(context.Context, *DecideApprovalRequest) (*Approval, error)
+	// WatchApprovals streams approvals as they are created and change state,
+	// after first sending every approval that matches the filter.
+	WatchApprovals(*WatchApprovalsRequest, grpc.ServerStreamingServer[ApprovalEvent]) error
+	// OpenApprovalsPage returns a short-lived URL of the executor's approvals
+	// web page (loopback only), bound to the calling identity.
+	OpenApprovalsPage(context.Context, *OpenApprovalsPageRequest) (*OpenApprovalsPageResponse, error)
+	mustEmbedUnimplementedApprovalServiceServer()
+}
+
+// UnimplementedApprovalServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedApprovalServiceServer struct{}
+
+func (UnimplementedApprovalServiceServer) ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApprovals not implemented")
+}
+func (UnimplementedApprovalServiceServer) GetApproval(context.Context, *GetApprovalRequest) (*Approval, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetApproval not implemented")
+}
+func (UnimplementedApprovalServiceServer) Approve(context.Context, *DecideApprovalRequest) (*Approval, error) {
+	return nil, status.Error(codes.Unimplemented, "method Approve not implemented")
+}
+func (UnimplementedApprovalServiceServer) Deny(context.Context, *DecideApprovalRequest) (*Approval, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deny not implemented")
+}
+func (UnimplementedApprovalServiceServer) WatchApprovals(*WatchApprovalsRequest, grpc.ServerStreamingServer[ApprovalEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchApprovals not implemented")
+}
+func (UnimplementedApprovalServiceServer) OpenApprovalsPage(context.Context, *OpenApprovalsPageRequest) (*OpenApprovalsPageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenApprovalsPage not implemented")
+}
+func (UnimplementedApprovalServiceServer) mustEmbedUnimplementedApprovalServiceServer() {}
+func (UnimplementedApprovalServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeApprovalServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ApprovalServiceServer will
+// result in compilation errors.
+type UnsafeApprovalServiceServer interface {
+	mustEmbedUnimplementedApprovalServiceServer()
+}
+
+func RegisterApprovalServiceServer(s grpc.ServiceRegistrar, srv ApprovalServiceServer) {
+	// If the following call panics, it indicates UnimplementedApprovalServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ApprovalService_ServiceDesc, srv)
+}
+
+func _ApprovalService_ListApprovals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApprovalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).ListApprovals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_ListApprovals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).ListApprovals(ctx, req.(*ListApprovalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_GetApproval_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetApprovalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).GetApproval(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_GetApproval_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).GetApproval(ctx, req.(*GetApprovalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_Approve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideApprovalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).Approve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_Approve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).Approve(ctx, req.(*DecideApprovalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_Deny_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideApprovalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).Deny(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_Deny_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).Deny(ctx, req.(*DecideApprovalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_WatchApprovals_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchApprovalsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ApprovalServiceServer).WatchApprovals(m, &grpc.GenericServerStream[WatchApprovalsRequest, ApprovalEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ApprovalService_WatchApprovalsServer = grpc.ServerStreamingServer[ApprovalEvent]
+
+func _ApprovalService_OpenApprovalsPage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenApprovalsPageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).OpenApprovalsPage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_OpenApprovalsPage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).OpenApprovalsPage(ctx, req.(*OpenApprovalsPageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ApprovalService_ServiceDesc is the grpc.ServiceDesc for ApprovalService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ApprovalService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "airlock.v1.ApprovalService",
+	HandlerType: (*ApprovalServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListApprovals",
+			Handler:    _ApprovalService_ListApprovals_Handler,
+		},
+		{
+			MethodName: "GetApproval",
+			Handler:    _ApprovalService_GetApproval_Handler,
+		},
+		{
+			MethodName: "Approve",
+			Handler:    _ApprovalService_Approve_Handler,
+		},
+		{
+			MethodName: "Deny",
+			Handler:    _ApprovalService_Deny_Handler,
+		},
+		{
+			MethodName: "OpenApprovalsPage",
+			Handler:    _ApprovalService_OpenApprovalsPage_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchApprovals",
+			Handler:       _ApprovalService_WatchApprovals_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "airlock/v1/airlock.proto",
+}
+
+const (
+	AuditService_StreamAudit_FullMethodName = "/airlock.v1.AuditService/StreamAudit"
+	AuditService_VerifyAudit_FullMethodName = "/airlock.v1.AuditService/VerifyAudit"
+)
+
+// AuditServiceClient is the client API for AuditService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AuditService reads the tamper-evident audit log.
+type AuditServiceClient interface {
+	// StreamAudit sends the audit events that match the filter, in chain
+	// order, starting after after_seq; with follow it then keeps sending new
+	// events as they are committed.
+	StreamAudit(ctx context.Context, in *StreamAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error)
+	// VerifyAudit verifies the whole hash chain.
+	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+}
+
+type auditServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditServiceClient(cc grpc.ClientConnInterface) AuditServiceClient {
+	return &auditServiceClient{cc}
+}
+
+func (c *auditServiceClient) StreamAudit(ctx context.Context, in *StreamAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditService_ServiceDesc.Streams[0], AuditService_StreamAudit_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamAuditRequest, AuditEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_StreamAuditClient = grpc.ServerStreamingClient[AuditEvent]
+
+func (c *auditServiceClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditResponse)
+	err := c.cc.Invoke(ctx, AuditService_VerifyAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuditServiceServer is the server API for AuditService service.
+// All implementations must embed UnimplementedAuditServiceServer
+// for forward compatibility.
+//
+// AuditService reads the tamper-evident audit log.
+type AuditServiceServer interface {
+	// StreamAudit sends the audit events that match the filter, in chain
+	// order, starting after after_seq; with follow it then keeps sending new
+	// events as they are committed.
+	StreamAudit(*StreamAuditRequest, grpc.ServerStreamingServer[AuditEvent]) error
+	// VerifyAudit verifies the whole hash chain.
+	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+// UnimplementedAuditServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditServiceServer struct{}
+
+func (UnimplementedAuditServiceServer) StreamAudit(*StreamAuditRequest, grpc.ServerStreamingServer[AuditEvent]) error {
+	return status.Error(codes.Unimplemented, "method StreamAudit not implemented")
+}
+func (UnimplementedAuditServiceServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
+func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeAuditServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditServiceServer will
+// result in compilation errors.
+type UnsafeAuditServiceServer interface {
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+func RegisterAuditServiceServer(s grpc.ServiceRegistrar, srv AuditServiceServer) {
+	// If the following call panics, it indicates UnimplementedAuditServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuditService_ServiceDesc, srv)
+}
+
+func _AuditService_StreamAudit_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamAuditRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditServiceServer).StreamAudit(m, &grpc.GenericServerStream[StreamAuditRequest, AuditEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_StreamAuditServer = grpc.ServerStreamingServer[AuditEvent]
+
+func _AuditService_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).VerifyAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_VerifyAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).VerifyAudit(ctx, req.(*VerifyAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuditService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "airlock.v1.AuditService",
+	HandlerType: (*AuditServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "VerifyAudit",
+			Handler:    _AuditService_VerifyAudit_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamAudit",
+			Handler:       _AuditService_StreamAudit_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "airlock/v1/airlock.proto",
 }
 

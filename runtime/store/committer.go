@@ -35,7 +35,10 @@ type CommitterOptions struct {
 // shared by all of them.
 //
 // Commit is fail-closed: if a transaction fails, every batch in it fails
-// with the same error and none of it is committed.
+// with the same error and none of it is committed. A guarded batch
+// (Batch.Guarded: approvals, approval changes, idempotency records) is
+// committed in a transaction of its own, after the batches queued before it,
+// so that its ErrConflict fails only its own caller.
 //
 // The Committer does not own the Store: Close stops the Committer but does
 // not close the Store.
@@ -154,21 +157,27 @@ func (c *Committer) Close(ctx context.Context) error {
 func (c *Committer) loop() {
 	defer close(c.stopped)
 	group := make([]*request, 0, c.maxBatch)
+	var held *request // a guarded batch that waits for a transaction of its own
 	for {
-		var first *request
-		select {
-		case first = <-c.queue:
-		case <-c.quit:
-			// Flush what is queued, then stop.
-			for {
-				group = c.drain(group[:0], nil)
-				if len(group) == 0 {
-					return
+		first := held
+		held = nil
+		if first == nil {
+			select {
+			case first = <-c.queue:
+			case <-c.quit:
+				// Flush what is queued, then stop.
+				for {
+					group, held = c.drain(group[:0], held)
+					if len(group) == 0 && held == nil {
+						return
+					}
+					if len(group) > 0 {
+						c.run(group)
+					}
 				}
-				c.run(group)
 			}
 		}
-		group = c.drain(group[:0], first)
+		group, held = c.drain(group[:0], first)
 		if len(group) > 0 {
 			c.run(group)
 		}
@@ -176,31 +185,45 @@ func (c *Committer) loop() {
 }
 
 // drain takes first (if any) and then whatever is queued, up to maxBatch
-// requests, skipping those whose callers already gave up.
-func (c *Committer) drain(group []*request, first *request) []*request {
-	take := func(r *request) {
+// requests, skipping those whose callers already gave up. A guarded batch
+// (Batch.Guarded) gets a transaction of its own: it ends the group when it
+// comes first, and otherwise it is returned as held, still queued, to start
+// the next group.
+func (c *Committer) drain(group []*request, first *request) ([]*request, *request) {
+	// take reports whether the group is closed after r.
+	take := func(r *request) (closed bool, held *request) {
 		if err := r.ctx.Err(); err != nil {
 			if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
 				r.done <- fmt.Errorf("commit audit batch: %w", err)
 			}
-			return
+			return false, nil
+		}
+		guarded := r.batch.Guarded()
+		if guarded && len(group) > 0 {
+			return true, r
 		}
 		if r.state.CompareAndSwap(reqQueued, reqHanded) {
 			group = append(group, r)
+			return guarded, nil
 		}
+		return false, nil
 	}
 	if first != nil {
-		take(first)
+		if closed, held := take(first); closed {
+			return group, held
+		}
 	}
 	for len(group) < c.maxBatch {
 		select {
 		case r := <-c.queue:
-			take(r)
+			if closed, held := take(r); closed {
+				return group, held
+			}
 		default:
-			return group
+			return group, nil
 		}
 	}
-	return group
+	return group, nil
 }
 
 func (c *Committer) run(group []*request) {

@@ -353,3 +353,92 @@ func TestCommitterSurvivesStorePanic(t *testing.T) {
 		t.Fatalf("committer dead after panic: %v", err)
 	}
 }
+
+// TestCommitterGuardedBatchAlone: a guarded batch goes into a transaction
+// of its own, so its conflict fails only its caller; the batches queued
+// before and after it commit.
+func TestCommitterGuardedBatchAlone(t *testing.T) {
+	ctx := context.Background()
+	s, g, c := setup(t, store.CommitterOptions{})
+	idem := func(key string) *store.Batch {
+		b := batch("tsk_1")
+		b.Idempotency = []*store.IdempotencyRecord{{Caller: "spiffe://example.org/a", Key: key, IntentID: b.Intents[0].ID, TaskID: "tsk_1"}}
+		return b
+	}
+	taken := idem("k1")
+	r0 := commitAsync(ctx, c, taken)
+	if n := <-g.entered; n != 1 {
+		t.Fatalf("first transaction has %d batches", n)
+	}
+	good1, dup, good2, other := batch("tsk_1"), idem("k1"), batch("tsk_1"), idem("k2")
+	var results []<-chan error
+	for i, b := range []*store.Batch{good1, dup, good2, other} {
+		results = append(results, commitAsync(ctx, c, b))
+		waitQueued(t, c, i+1)
+	}
+	for range 5 {
+		g.release <- struct{}{}
+	}
+	if err := <-r0; err != nil {
+		t.Fatal(err)
+	}
+	// good1 | dup alone | good2 | other alone.
+	sizes := []int{<-g.entered, <-g.entered, <-g.entered, <-g.entered}
+	if sizes[0] != 1 || sizes[1] != 1 || sizes[2] != 1 || sizes[3] != 1 {
+		t.Fatalf("transaction sizes %v, want [1 1 1 1]", sizes)
+	}
+	for i, r := range results {
+		err := <-r
+		if i == 1 {
+			if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), `"k1"`) {
+				t.Fatalf("duplicate idempotency key: err = %v, want ErrConflict naming the key", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("batch %d failed with the guarded batch: %v", i, err)
+		}
+	}
+	for i, b := range []*store.Batch{good1, good2, other} {
+		if !committed(t, s, b) {
+			t.Fatalf("batch %d not committed", i)
+		}
+	}
+	if committed(t, s, dup) || dup.Events[0].Seq != 0 {
+		t.Fatal("the conflicting batch was committed")
+	}
+	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 8 {
+		t.Fatalf("verify: %s", rep)
+	}
+}
+
+// TestCommitterGuardedFirstClosesGroup: a guarded batch that starts a
+// group is not joined by the batches queued behind it.
+func TestCommitterGuardedFirstClosesGroup(t *testing.T) {
+	ctx := context.Background()
+	_, g, c := setup(t, store.CommitterOptions{})
+	r0 := commitAsync(ctx, c, batch("tsk_1"))
+	<-g.entered
+	guarded := batch("tsk_1")
+	guarded.Idempotency = []*store.IdempotencyRecord{{Caller: "c", Key: "k", IntentID: guarded.Intents[0].ID}}
+	results := []<-chan error{commitAsync(ctx, c, guarded)}
+	waitQueued(t, c, 1)
+	for i := range 3 {
+		results = append(results, commitAsync(ctx, c, batch("tsk_1")))
+		waitQueued(t, c, i+2)
+	}
+	for range 3 {
+		g.release <- struct{}{}
+	}
+	if err := <-r0; err != nil {
+		t.Fatal(err)
+	}
+	if sizes := []int{<-g.entered, <-g.entered}; sizes[0] != 1 || sizes[1] != 3 {
+		t.Fatalf("transaction sizes %v, want [1 3]", sizes)
+	}
+	for _, r := range results {
+		if err := <-r; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

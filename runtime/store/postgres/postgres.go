@@ -15,9 +15,10 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,11 +29,12 @@ import (
 	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/runtime/audit"
 	"github.com/airlock-dev/airlock/runtime/store"
+	"github.com/airlock-dev/airlock/runtime/store/internal/rowscan"
 )
 
 // timeFormat is fixed-width RFC 3339 in UTC, so stored times sort as text
 // (the time columns use the "C" collation) and keep nanoseconds.
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+const timeFormat = rowscan.TimeFormat
 
 // MaxPage bounds the number of records one AuditRecords or AuditTail call
 // returns, and the leases one OpenLeases or LeasesDue call returns; larger
@@ -124,19 +126,26 @@ func (s *Store) Head(ctx context.Context) (audit.Head, error) {
 }
 
 // queued is one statement of a Commit's pipeline: what it does, for error
-// messages, and whether it must touch exactly one row.
+// messages, and how its result is checked: by default it must succeed, and
+// when one is set it must touch exactly one row; a statement with check
+// returns rows that check reads instead.
 type queued struct {
-	what string
-	one  string // when not "", the error message if the row count is not 1
+	what  string
+	one   error // when not nil, the error if the row count is not 1
+	check func(pgx.Row) error
 }
 
 // Commit applies the batches in one transaction, in order: for each batch,
 // its events are sealed into the chain and inserted, then its intents and
 // tasks are upserted, then its call counts are added, then its leases are
-// upserted and its lease revocations applied. On success every event has
-// Seq, PrevHash and Hash set. Events without an ID get one (ids.New("evt"))
-// and events without a Time get the commit time. On failure nothing is
-// written and the events' Seq, PrevHash and Hash are cleared.
+// upserted and its lease revocations applied, then its approvals are
+// inserted, its approval changes applied and its idempotency records
+// inserted. On success every event has Seq, PrevHash and Hash set. Events
+// without an ID get one (ids.New("evt")) and events without a Time get the
+// commit time. On failure nothing is written and the events' Seq, PrevHash
+// and Hash are cleared. A taken approval id or idempotency key, or an
+// approval change whose guard does not hold, fails the transaction with an
+// error wrapping store.ErrConflict.
 func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -146,7 +155,7 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit to audit store %s: %w", s.where, err)
 	}
-	if err := validate(batches); err != nil {
+	if err := rowscan.Validate(batches); err != nil {
 		return err
 	}
 
@@ -169,7 +178,9 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 		}
 	}()
 
-	// The chain head lock: held until this transaction ends.
+	// The chain head lock: held until this transaction ends. It also
+	// serializes the guards (approval changes, idempotency keys) of
+	// executors that share the database.
 	var seq int64
 	var prev string
 	if err = tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id FOR UPDATE`).Scan(&seq, &prev); err != nil {
@@ -200,14 +211,11 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 			if err != nil {
 				return fmt.Errorf("commit: batch %d: %w", bi, err)
 			}
-			tool := ""
-			if ev.Tool != nil {
-				tool = ev.Tool.Name
-			}
 			q(queued{what: fmt.Sprintf("insert audit event %d (%s)", ev.Seq, ev.ID)},
-				`INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, body, prev_hash, hash)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-				ev.Seq, ev.ID, ev.Time.UTC().Format(timeFormat), ev.Type, ev.TaskID, ev.IntentID, ev.Caller, tool, body, ev.PrevHash, ev.Hash)
+				`INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, effect, body, prev_hash, hash)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				ev.Seq, ev.ID, ev.Time.UTC().Format(timeFormat), ev.Type, ev.TaskID, ev.IntentID, ev.Caller,
+				rowscan.EventTool(ev), rowscan.EventEffect(ev), body, ev.PrevHash, ev.Hash)
 			seq, prev = ev.Seq, ev.Hash
 		}
 		for _, in := range bt.Intents {
@@ -219,11 +227,9 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 				in.ID, in.TaskID, in.Caller, in.Tool, in.Status, fmtTime(in.Created), in.Outcome)
 		}
 		for _, t := range bt.Tasks {
-			labels := []byte("{}")
-			if len(t.Labels) > 0 {
-				if labels, err = json.Marshal(t.Labels); err != nil {
-					return fmt.Errorf("commit: task %s labels: %w", t.ID, err)
-				}
+			labels, err := rowscan.TaskLabels(t)
+			if err != nil {
+				return err
 			}
 			q(queued{what: "store task " + t.ID},
 				`INSERT INTO tasks (id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count)
@@ -231,11 +237,11 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 				ON CONFLICT (id) DO UPDATE SET caller = excluded.caller, purpose = excluded.purpose,
 					sensitivity = excluded.sensitivity, labels = excluded.labels, started_at = excluded.started_at,
 					expires_at = excluded.expires_at, ended_at = excluded.ended_at`,
-				t.ID, t.Caller, t.Purpose, t.Sensitivity, string(labels), fmtTime(t.StartedAt), fmtTime(t.ExpiresAt), fmtTime(t.EndedAt), t.CallCount)
+				t.ID, t.Caller, t.Purpose, t.Sensitivity, labels, fmtTime(t.StartedAt), fmtTime(t.ExpiresAt), fmtTime(t.EndedAt), t.CallCount)
 		}
 		for id, n := range bt.CallCounts {
 			q(queued{what: "add call count to task " + id,
-				one: fmt.Sprintf("commit: add call count to task %s: no such task: store the task before counting its calls", id)},
+				one: fmt.Errorf("commit: add call count to task %s: no such task: store the task before counting its calls", id)},
 				`UPDATE tasks SET call_count = call_count + $1 WHERE id = $2`, n, id)
 		}
 		for _, l := range bt.Leases {
@@ -249,8 +255,65 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 		}
 		for id, at := range bt.RevokedLeases {
 			q(queued{what: "revoke lease " + id,
-				one: fmt.Sprintf("commit: revoke lease %s: no such lease: store the lease before revoking it", id)},
+				one: fmt.Errorf("commit: revoke lease %s: no such lease: store the lease before revoking it", id)},
 				`UPDATE leases SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2`, fmtTime(at), id)
+		}
+		for _, a := range bt.Approvals {
+			args, err := rowscan.ApprovalArgs(a)
+			if err != nil {
+				return err
+			}
+			q(queued{what: "insert approval " + a.ID,
+				one: fmt.Errorf("commit: insert approval %s: %w: the approval id is taken", a.ID, store.ErrConflict)},
+				`INSERT INTO approvals (`+rowscan.ApprovalColumns+`)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+				ON CONFLICT (id) DO NOTHING`, args...)
+		}
+		for _, c := range bt.ApprovalChanges {
+			set, args := rowscan.ChangeSet(c, pgPH, 1)
+			where, wargs := rowscan.ChangeGuard(c, pgPH, 1+len(args))
+			args = append(args, wargs...)
+			// The outer SELECT reads the statement's snapshot, from before
+			// the UPDATE: the state that made a guard fail.
+			q(queued{what: fmt.Sprintf("change approval %s to %s", c.ID, c.To), check: func(r pgx.Row) error {
+				var (
+					n       int64
+					current *string
+				)
+				if err := r.Scan(&n, &current); err != nil {
+					return fmt.Errorf("commit: change approval %s to %s: %w", c.ID, c.To, err)
+				}
+				if n != 1 {
+					return rowscan.ConflictError(c, current)
+				}
+				return nil
+			}},
+				`WITH u AS (UPDATE approvals SET `+set+` WHERE `+where+` RETURNING 1)
+				SELECT (SELECT count(*) FROM u), (SELECT state FROM approvals WHERE id = $`+fmt.Sprint(len(args)+1)+`)`,
+				append(args, c.ID)...)
+		}
+		for _, r := range bt.Idempotency {
+			q(queued{what: fmt.Sprintf("insert idempotency key %q of %s", r.Key, r.Caller), check: func(row pgx.Row) error {
+				var (
+					n     int64
+					taken *string
+				)
+				if err := row.Scan(&n, &taken); err != nil {
+					return fmt.Errorf("commit: insert idempotency key %q of %s: %w", r.Key, r.Caller, err)
+				}
+				if n != 1 {
+					bound := ""
+					if taken != nil {
+						bound = *taken
+					}
+					return fmt.Errorf("commit: idempotency key %q of %s: %w: it is bound to intent %q", r.Key, r.Caller, store.ErrConflict, bound)
+				}
+				return nil
+			}},
+				`WITH i AS (INSERT INTO idempotency (`+rowscan.IdempotencyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
+					ON CONFLICT (caller, key) DO NOTHING RETURNING 1)
+				SELECT (SELECT count(*) FROM i), (SELECT intent_id FROM idempotency WHERE caller = $1 AND key = $2)`,
+				r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt))
 		}
 	}
 	if seq != headSeq {
@@ -267,6 +330,8 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 	return nil
 }
 
+func pgPH(n int) string { return "$" + strconv.Itoa(n) }
+
 // run sends the pipeline and checks each statement's result in order.
 func (s *Store) run(ctx context.Context, tx pgx.Tx, b *pgx.Batch, what []queued) (err error) {
 	br := tx.SendBatch(ctx, b)
@@ -276,48 +341,18 @@ func (s *Store) run(ctx context.Context, tx pgx.Tx, b *pgx.Batch, what []queued)
 		}
 	}()
 	for _, w := range what {
+		if w.check != nil {
+			if err := w.check(br.QueryRow()); err != nil {
+				return err
+			}
+			continue
+		}
 		tag, err := br.Exec()
 		if err != nil {
 			return fmt.Errorf("commit: %s: %w", w.what, err)
 		}
-		if w.one != "" && tag.RowsAffected() != 1 {
-			return errors.New(w.one)
-		}
-	}
-	return nil
-}
-
-// validate checks the batches before any database work, with the same
-// rules and messages as the SQLite store.
-func validate(batches []*store.Batch) error {
-	for bi, b := range batches {
-		if b == nil {
-			return fmt.Errorf("commit: batch %d is nil", bi)
-		}
-		for ei, ev := range b.Events {
-			if ev == nil {
-				return fmt.Errorf("commit: batch %d event %d is nil", bi, ei)
-			}
-		}
-		for ii, in := range b.Intents {
-			if in == nil || in.ID == "" {
-				return fmt.Errorf("commit: batch %d intent %d has no id", bi, ii)
-			}
-		}
-		for ti, t := range b.Tasks {
-			if t == nil || t.ID == "" {
-				return fmt.Errorf("commit: batch %d task %d has no id", bi, ti)
-			}
-		}
-		for li, l := range b.Leases {
-			if l == nil || l.ID == "" || l.TaskID == "" || l.Source == "" || l.ExpiresAt.IsZero() {
-				return fmt.Errorf("commit: batch %d lease %d needs an id, a task id, a source and an expiry", bi, li)
-			}
-		}
-		for id, at := range b.RevokedLeases {
-			if at.IsZero() {
-				return fmt.Errorf("commit: revoke lease %s: the revocation time is zero", id)
-			}
+		if w.one != nil && tag.RowsAffected() != 1 {
+			return w.one
 		}
 	}
 	return nil
@@ -325,53 +360,26 @@ func validate(batches []*store.Batch) error {
 
 // Task returns a task by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Task(ctx context.Context, id string) (*store.Task, error) {
-	var (
-		t                       store.Task
-		labels                  string
-		started, expires, ended *string
-	)
-	err := s.pool.QueryRow(ctx, `SELECT id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count
-		FROM tasks WHERE id = $1`, id).Scan(&t.ID, &t.Caller, &t.Purpose, &t.Sensitivity, &labels, &started, &expires, &ended, &t.CallCount)
+	t, err := rowscan.Task(s.pool.QueryRow(ctx, `SELECT `+rowscan.TaskColumns+` FROM tasks WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("task %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read task %q: %w", id, err)
 	}
-	if labels != "" && labels != "{}" {
-		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
-			return nil, fmt.Errorf("read task %q: labels are not a JSON object of strings: %w", id, err)
-		}
-	}
-	for _, f := range []struct {
-		dst *time.Time
-		src *string
-	}{{&t.StartedAt, started}, {&t.ExpiresAt, expires}, {&t.EndedAt, ended}} {
-		if *f.dst, err = parseTime(f.src); err != nil {
-			return nil, fmt.Errorf("read task %q: %w", id, err)
-		}
-	}
-	return &t, nil
+	return t, nil
 }
 
 // Intent returns an intent by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Intent(ctx context.Context, id string) (*store.Intent, error) {
-	var (
-		in      store.Intent
-		created *string
-	)
-	err := s.pool.QueryRow(ctx, `SELECT id, task_id, caller, tool, status, created, outcome FROM intents WHERE id = $1`, id).
-		Scan(&in.ID, &in.TaskID, &in.Caller, &in.Tool, &in.Status, &created, &in.Outcome)
+	in, err := rowscan.Intent(s.pool.QueryRow(ctx, `SELECT `+rowscan.IntentColumns+` FROM intents WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("intent %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read intent %q: %w", id, err)
 	}
-	if in.Created, err = parseTime(created); err != nil {
-		return nil, fmt.Errorf("read intent %q: %w", id, err)
-	}
-	return &in, nil
+	return in, nil
 }
 
 // AuditRecords returns up to limit records with Seq > after, in seq order.
@@ -381,11 +389,12 @@ func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]sto
 		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
 	}
 	limit = min(limit, MaxPage)
-	rows, err := s.pool.Query(ctx, `SELECT seq, hash, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit records after %d: %w", after, err)
 	}
-	return scanRecords(rows, limit, false)
+	defer rows.Close()
+	return rowscan.Collect(rows, "audit records", rowscan.Record)
 }
 
 // AuditTail returns the last n records, in seq order. n must be positive;
@@ -395,45 +404,45 @@ func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
 		return nil, fmt.Errorf("read audit tail: n is %d: it must be positive", n)
 	}
 	n = min(n, MaxPage)
-	rows, err := s.pool.Query(ctx, `SELECT seq, hash, body FROM audit_events ORDER BY seq DESC LIMIT $1`, n)
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events ORDER BY seq DESC LIMIT $1`, n)
 	if err != nil {
 		return nil, fmt.Errorf("read audit tail: %w", err)
 	}
-	return scanRecords(rows, n, true)
-}
-
-func scanRecords(rows pgx.Rows, capHint int, reverse bool) ([]store.Record, error) {
 	defer rows.Close()
-	out := make([]store.Record, 0, min(capHint, 256))
-	for rows.Next() {
-		var r store.Record
-		if err := rows.Scan(&r.Seq, &r.Hash, &r.Body); err != nil {
-			return nil, fmt.Errorf("read audit record: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read audit records: %w", err)
-	}
-	if reverse {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
-	}
-	return out, nil
+	out, err := rowscan.Collect(rows, "audit tail", rowscan.Record)
+	slices.Reverse(out)
+	return out, err
 }
 
-const leaseColumns = `l.id, l.task_id, l.tool, l.source, l.credential, l.issued_at, l.expires_at, l.revoked_at, l.ref`
+// AuditFiltered returns up to limit records with Seq > after that match f
+// (every non-empty field must equal the event's task id, caller, tool name
+// or decision effect), in seq order. limit must be positive; it is clamped
+// to MaxPage.
+func (s *Store) AuditFiltered(ctx context.Context, after int64, f store.AuditFilter, limit int) ([]store.Record, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	where, args := rowscan.AuditWhere(f, pgPH, 2)
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > $1`+where+
+		` ORDER BY seq LIMIT `+pgPH(len(args)+2), append(append([]any{after}, args...), limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("read filtered audit records after %d: %w", after, err)
+	}
+	defer rows.Close()
+	return rowscan.Collect(rows, "audit records", rowscan.Record)
+}
 
 // OpenLeases returns the leases of taskID that are not revoked, oldest
 // first (at most MaxPage).
 func (s *Store) OpenLeases(ctx context.Context, taskID string) ([]*store.Lease, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+leaseColumns+` FROM leases l
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.LeaseColumns+` FROM leases l
 		WHERE l.task_id = $1 AND l.revoked_at IS NULL ORDER BY l.issued_at NULLS FIRST, l.id COLLATE "C" LIMIT $2`, taskID, MaxPage)
 	if err != nil {
 		return nil, fmt.Errorf("read open leases of task %q: %w", taskID, err)
 	}
-	return scanLeases(rows)
+	defer rows.Close()
+	return rowscan.Collect(rows, "leases", rowscan.Lease)
 }
 
 // LeasesDue returns up to limit leases, oldest first, that are not revoked
@@ -446,42 +455,77 @@ func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*sto
 	}
 	limit = min(limit, MaxPage)
 	at := now.UTC().Format(timeFormat)
-	rows, err := s.pool.Query(ctx, `SELECT `+leaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.LeaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
 		WHERE l.revoked_at IS NULL
 		  AND (l.expires_at <= $1 OR t.id IS NULL OR t.ended_at IS NOT NULL OR (t.expires_at IS NOT NULL AND t.expires_at <= $1))
 		ORDER BY l.issued_at NULLS FIRST, l.id COLLATE "C" LIMIT $2`, at, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read leases due: %w", err)
 	}
-	return scanLeases(rows)
+	defer rows.Close()
+	return rowscan.Collect(rows, "leases", rowscan.Lease)
 }
 
-func scanLeases(rows pgx.Rows) ([]*store.Lease, error) {
+// Approval returns an approval by id, or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Approval(ctx context.Context, id string) (*store.Approval, error) {
+	a, err := rowscan.Approval(s.pool.QueryRow(ctx, `SELECT `+rowscan.ApprovalColumns+` FROM approvals WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("approval %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read approval %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// Approvals returns the approvals that match f, newest first (by creation
+// time, then id). f.Limit defaults to store.DefaultApprovalsLimit and is
+// clamped to store.MaxApprovalsLimit; an unknown state in f.States is an
+// error.
+func (s *Store) Approvals(ctx context.Context, f store.ApprovalFilter) ([]*store.Approval, error) {
+	where, args, limit, err := rowscan.ApprovalWhere(f, pgPH, 1)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.ApprovalColumns+` FROM approvals`+where+
+		` ORDER BY created_at DESC NULLS LAST, id COLLATE "C" DESC LIMIT `+pgPH(len(args)+1), append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("read approvals: %w", err)
+	}
 	defer rows.Close()
-	var out []*store.Lease
-	for rows.Next() {
-		var (
-			l                        store.Lease
-			issued, expires, revoked *string
-		)
-		if err := rows.Scan(&l.ID, &l.TaskID, &l.Tool, &l.Source, &l.Credential, &issued, &expires, &revoked, &l.Ref); err != nil {
-			return nil, fmt.Errorf("read lease: %w", err)
-		}
-		var err error
-		for _, f := range []struct {
-			dst *time.Time
-			src *string
-		}{{&l.IssuedAt, issued}, {&l.ExpiresAt, expires}, {&l.RevokedAt, revoked}} {
-			if *f.dst, err = parseTime(f.src); err != nil {
-				return nil, fmt.Errorf("read lease %q: %w", l.ID, err)
-			}
-		}
-		out = append(out, &l)
+	return rowscan.Collect(rows, "approvals", rowscan.Approval)
+}
+
+// ApprovalsDue returns up to limit approvals, oldest first, that need an
+// executor's attention at now: pending ones whose expiry is at or before
+// now, approved ones (not yet claimed), and claimed ones whose claim is at
+// least staleClaim old. limit must be positive (clamped to MaxPage) and
+// staleClaim positive.
+func (s *Store) ApprovalsDue(ctx context.Context, now time.Time, staleClaim time.Duration, limit int) ([]*store.Approval, error) {
+	q, args, err := rowscan.ApprovalsDueQuery(now, staleClaim, limit, MaxPage, pgPH)
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read approvals due: %w", err)
 	}
-	return out, nil
+	defer rows.Close()
+	return rowscan.Collect(rows, "approvals due", rowscan.Approval)
+}
+
+// Idempotency returns the record of (caller, key), or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.IdempotencyRecord, error) {
+	r, err := rowscan.Idempotency(s.pool.QueryRow(ctx, `SELECT `+rowscan.IdempotencyColumns+` FROM idempotency WHERE caller = $1 AND key = $2`, caller, key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("idempotency key %q of %s: %w", key, caller, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency key %q of %s: %w", key, caller, err)
+	}
+	return r, nil
 }
 
 // Close closes the store's connections. Commits in progress finish first.
@@ -496,20 +540,4 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func fmtTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UTC().Format(timeFormat)
-}
-
-func parseTime(s *string) (time.Time, error) {
-	if s == nil || *s == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, *s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("stored time %q is not RFC 3339: %w", *s, err)
-	}
-	return t, nil
-}
+func fmtTime(t time.Time) any { return rowscan.FmtTime(t) }

@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,7 +16,15 @@ import (
 	"github.com/airlock-dev/airlock/runtime/audit"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/postgres"
+	"github.com/airlock-dev/airlock/runtime/store/storetest"
 )
+
+// TestConformance runs the store conformance suite on a fresh schema per
+// test.
+func TestConformance(t *testing.T) {
+	baseURL(t)
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, freshURL(t)) })
+}
 
 // baseURL returns AIRLOCK_POSTGRES_URL. Without it the test is skipped,
 // except under CI=true, where a missing database is a failure: start one
@@ -103,174 +110,6 @@ func exec(t *testing.T, u string, stmts ...string) {
 	}
 }
 
-func newTask(id string) *store.Task {
-	now := time.Now()
-	return &store.Task{ID: id, Caller: "spiffe://example.org/agent", Purpose: "triage", Sensitivity: "internal",
-		Labels: map[string]string{"team": "sre", "env": "prod"}, StartedAt: now, ExpiresAt: now.Add(time.Hour)}
-}
-
-// intentBatch is what the executor commits per intent: a decision and an
-// execution event, the intent outcome and one call on the task.
-func intentBatch(taskID string) *store.Batch {
-	intentID := ids.New("int")
-	now := time.Now()
-	return &store.Batch{
-		Events: []*audit.Event{
-			{ID: ids.New("evt"), Time: now, Type: audit.TypeDecision, Caller: "spiffe://example.org/agent", TaskID: taskID,
-				IntentID: intentID, Tool: &audit.ToolRef{Name: "http.fetch", Version: "1.0.0"},
-				Decision: &audit.Decision{Effect: "allow", Rules: []string{"allow-all"}}},
-			{ID: ids.New("evt"), Time: now, Type: audit.TypeExecution, Caller: "spiffe://example.org/agent", TaskID: taskID,
-				IntentID: intentID, Tool: &audit.ToolRef{Name: "http.fetch", Version: "1.0.0"}, Status: "ok", DurationUS: 812},
-		},
-		Intents:    []*store.Intent{{ID: intentID, TaskID: taskID, Caller: "spiffe://example.org/agent", Tool: "http.fetch", Status: "ok", Created: now, Outcome: []byte(`{"status":"OK"}`)}},
-		CallCounts: map[string]int64{taskID: 1},
-	}
-}
-
-func TestCommitAndReadBack(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, freshURL(t))
-	task := newTask("tsk_1")
-	begin := &store.Batch{Tasks: []*store.Task{task}, Events: []*audit.Event{{Type: audit.TypeTaskBegin, TaskID: task.ID,
-		Details: map[string]any{"purpose": task.Purpose}}}}
-	b1, b2 := intentBatch(task.ID), intentBatch(task.ID)
-	if err := s.Commit(ctx, []*store.Batch{begin, b1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, []*store.Batch{b2}); err != nil {
-		t.Fatal(err)
-	}
-	ev0 := begin.Events[0]
-	if ev0.Seq != 1 || ev0.PrevHash != audit.GenesisHash || ev0.ID == "" || ev0.Time.IsZero() {
-		t.Fatalf("first event not sealed: %+v", ev0)
-	}
-	if b1.Events[0].Seq != 2 || b1.Events[0].PrevHash != ev0.Hash || b2.Events[1].Seq != 5 {
-		t.Fatalf("seqs/links wrong: %d %d", b1.Events[0].Seq, b2.Events[1].Seq)
-	}
-
-	got, err := s.Task(ctx, task.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Times round-trip to the nanosecond, like the SQLite store's.
-	if got.Caller != task.Caller || got.Purpose != task.Purpose || got.Sensitivity != task.Sensitivity ||
-		got.Labels["team"] != "sre" || got.Labels["env"] != "prod" || len(got.Labels) != 2 ||
-		!got.StartedAt.Equal(task.StartedAt) || !got.ExpiresAt.Equal(task.ExpiresAt) || !got.EndedAt.IsZero() || got.CallCount != 2 {
-		t.Fatalf("task read back = %+v", got)
-	}
-	in, err := s.Intent(ctx, b1.Intents[0].ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.TaskID != task.ID || in.Status != "ok" || in.Tool != "http.fetch" || string(in.Outcome) != `{"status":"OK"}` ||
-		!in.Created.Equal(b1.Intents[0].Created) {
-		t.Fatalf("intent read back = %+v", in)
-	}
-
-	// Replace the task (end it; its CallCount field is ignored) and the intent.
-	task.EndedAt = time.Now()
-	task.CallCount = 99
-	b1.Intents[0].Status = "failed"
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{task}, Intents: b1.Intents}}); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := s.Task(ctx, task.ID); got == nil || !got.EndedAt.Equal(task.EndedAt) || got.CallCount != 2 {
-		t.Fatalf("task not replaced, or its call count changed: %+v", got)
-	}
-	if in, _ := s.Intent(ctx, b1.Intents[0].ID); in == nil || in.Status != "failed" {
-		t.Fatalf("intent not replaced: %+v", in)
-	}
-
-	if _, err := s.Task(ctx, "tsk_nope"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("missing task: %v", err)
-	}
-	if _, err := s.Intent(ctx, "int_nope"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("missing intent: %v", err)
-	}
-
-	recs, err := s.AuditRecords(ctx, 0, 100)
-	if err != nil || len(recs) != 5 {
-		t.Fatalf("records: %d %v", len(recs), err)
-	}
-	ev, err := audit.Decode(recs[1].Body)
-	if err != nil || ev.ID != b1.Events[0].ID || ev.Decision.Effect != "allow" || recs[1].Hash != b1.Events[0].Hash {
-		t.Fatalf("record 2 = %+v %v", ev, err)
-	}
-	page, err := s.AuditRecords(ctx, 3, 1)
-	if err != nil || len(page) != 1 || page[0].Seq != 4 {
-		t.Fatalf("page after 3: %+v %v", page, err)
-	}
-	tail, err := s.AuditTail(ctx, 2)
-	if err != nil || len(tail) != 2 || tail[0].Seq != 4 || tail[1].Seq != 5 {
-		t.Fatalf("tail: %+v %v", tail, err)
-	}
-	if _, err := s.AuditRecords(ctx, 0, 0); err == nil {
-		t.Fatal("limit 0 accepted")
-	}
-	if _, err := s.AuditTail(ctx, 0); err == nil {
-		t.Fatal("tail 0 accepted")
-	}
-	head, err := s.Head(ctx)
-	if err != nil || head.Seq != 5 || head.Hash != b2.Events[1].Hash {
-		t.Fatalf("head = %+v %v", head, err)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 5 || rep.Head != head {
-		t.Fatalf("verify: %s", rep)
-	}
-}
-
-func TestCommitFailureRollsBackEverything(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, freshURL(t))
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}, intentBatch("tsk_1")}); err != nil {
-		t.Fatal(err)
-	}
-	good, bad := intentBatch("tsk_1"), intentBatch("tsk_unknown")
-	err := s.Commit(ctx, []*store.Batch{good, bad})
-	if err == nil || !strings.Contains(err.Error(), "tsk_unknown") || !strings.Contains(err.Error(), "no such task") {
-		t.Fatalf("call count on unknown task: err = %v", err)
-	}
-	if good.Events[0].Seq != 0 || good.Events[0].Hash != "" {
-		t.Fatalf("failed commit left seq/hash on event: %+v", good.Events[0])
-	}
-	if _, err := s.Intent(ctx, good.Intents[0].ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("intent of failed transaction was stored: %v", err)
-	}
-	next := intentBatch("tsk_1")
-	if err := s.Commit(ctx, []*store.Batch{next}); err != nil {
-		t.Fatal(err)
-	}
-	if next.Events[0].Seq != 3 {
-		t.Fatalf("seq after rollback = %d, want 3", next.Events[0].Seq)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 4 {
-		t.Fatalf("verify: %s", rep)
-	}
-	if task, _ := s.Task(ctx, "tsk_1"); task.CallCount != 2 {
-		t.Fatalf("call count = %d, want 2", task.CallCount)
-	}
-	// Invalid input fails before touching the database.
-	for _, bs := range [][]*store.Batch{{nil}, {{Events: []*audit.Event{nil}}}, {{Intents: []*store.Intent{{}}}}, {{Tasks: []*store.Task{{}}}}} {
-		if err := s.Commit(ctx, bs); err == nil {
-			t.Fatalf("invalid batch accepted: %+v", bs)
-		}
-	}
-}
-
-func TestCommitCanceledContext(t *testing.T) {
-	s := open(t, freshURL(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	b := intentBatch("tsk_1")
-	b.CallCounts = nil
-	if err := s.Commit(ctx, []*store.Batch{b}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	if recs, err := s.AuditRecords(context.Background(), 0, 10); err != nil || len(recs) != 0 {
-		t.Fatalf("canceled commit wrote %d records (%v)", len(recs), err)
-	}
-}
-
 func TestClosed(t *testing.T) {
 	s := open(t, freshURL(t))
 	if err := s.Close(); err != nil {
@@ -293,9 +132,9 @@ func seeded(t *testing.T, intents int) (string, []*store.Batch) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}
+	bs := []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}
 	for range intents {
-		bs = append(bs, intentBatch("tsk_1"))
+		bs = append(bs, storetest.IntentBatch("tsk_1"))
 	}
 	if err := s.Commit(context.Background(), bs); err != nil {
 		t.Fatal(err)
@@ -337,7 +176,7 @@ func TestReopenContinuesChain(t *testing.T) {
 	u, bs := seeded(t, 3)
 	last := bs[3].Events[1]
 	s := open(t, u)
-	next := intentBatch("tsk_1")
+	next := storetest.IntentBatch("tsk_1")
 	if err := s.Commit(ctx, []*store.Batch{next}); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +185,10 @@ func TestReopenContinuesChain(t *testing.T) {
 	}
 	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 8 {
 		t.Fatalf("verify: %s", rep)
+	}
+	head, err := s.Head(ctx)
+	if err != nil || head.Seq != 8 || head.Hash != next.Events[1].Hash {
+		t.Fatalf("head = %+v %v", head, err)
 	}
 }
 
@@ -371,7 +214,7 @@ func TestTwoStoresOneChain(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = s.Close() })
 	}
-	if err := stores[0].Commit(ctx, []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}); err != nil {
+	if err := stores[0].Commit(ctx, []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}); err != nil {
 		t.Fatal(err)
 	}
 	const workers, per = 32, 8
@@ -383,7 +226,7 @@ func TestTwoStoresOneChain(t *testing.T) {
 		for w := range workers {
 			wg.Go(func() {
 				for k := range per {
-					b := intentBatch("tsk_1")
+					b := storetest.IntentBatch("tsk_1")
 					var err error
 					if (w+k)%2 == 0 {
 						err = stores[i].Commit(ctx, []*store.Batch{b})
@@ -497,162 +340,13 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func lease(id, task string, issued, expires time.Time) *store.Lease {
-	return &store.Lease{ID: id, TaskID: task, Tool: "github.issue.create", Source: "github-app", Credential: "github",
-		IssuedAt: issued, ExpiresAt: expires, Ref: []byte{1, 2, 3, id[len(id)-1]}}
-}
-
-func TestLeasesRoundTripAndRevoke(t *testing.T) {
-	ctx := context.Background()
-	u := freshURL(t)
-	s := open(t, u)
-	now := time.Now().UTC()
-	task := newTask("tsk_1")
-	l1 := lease("lse_1", "tsk_1", now, now.Add(5*time.Minute))
-	l2 := lease("lse_2", "tsk_1", now.Add(time.Second), now.Add(5*time.Minute))
-	other := lease("lse_3", "tsk_2", now, now.Add(5*time.Minute))
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{task, newTask("tsk_2")}, Leases: []*store.Lease{l2, l1, other},
-		Events: []*audit.Event{{Type: "credential.issue", TaskID: "tsk_1", Details: map[string]any{"leases": []string{"lse_1", "lse_2"}}}}}}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.OpenLeases(ctx, "tsk_1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || got[0].ID != "lse_1" || got[1].ID != "lse_2" {
-		t.Fatalf("open leases: %+v", got)
-	}
-	g := got[0]
-	if g.TaskID != "tsk_1" || g.Tool != l1.Tool || g.Source != l1.Source || g.Credential != l1.Credential ||
-		!g.IssuedAt.Equal(l1.IssuedAt) || !g.ExpiresAt.Equal(l1.ExpiresAt) || !g.RevokedAt.IsZero() || string(g.Ref) != string(l1.Ref) {
-		t.Fatalf("lease read back as %+v, wrote %+v", g, l1)
-	}
-	at := now.Add(time.Minute)
-	if err := s.Commit(ctx, []*store.Batch{{RevokedLeases: map[string]time.Time{"lse_1": at}}}); err != nil {
-		t.Fatal(err)
-	}
-	// Revoking again keeps the first time; replacing the lease does not
-	// clear it.
-	if err := s.Commit(ctx, []*store.Batch{{RevokedLeases: map[string]time.Time{"lse_1": at.Add(time.Hour)}, Leases: []*store.Lease{l1}}}); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.OpenLeases(ctx, "tsk_1")
-	if err != nil || len(got) != 1 || got[0].ID != "lse_2" {
-		t.Fatalf("after revoke: %+v %v", got, err)
-	}
-	due, err := s.LeasesDue(ctx, now.Add(time.Hour), 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range due {
-		if l.ID == "lse_1" {
-			t.Fatal("a revoked lease is due")
-		}
-	}
-	// Reopen: the state is in the database, and another Store sees it.
-	_ = s.Close()
-	s = open(t, u)
-	got, err = s.OpenLeases(ctx, "tsk_2")
-	if err != nil || len(got) != 1 || got[0].ID != "lse_3" {
-		t.Fatalf("after reopen: %+v %v", got, err)
-	}
-	var revokedAt string
-	conn, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := conn.QueryRow(ctx, `SELECT revoked_at FROM leases WHERE id = 'lse_1'`).Scan(&revokedAt); err != nil {
-		t.Fatal(err)
-	}
-	if r, _ := time.Parse(time.RFC3339Nano, revokedAt); !r.Equal(at) {
-		t.Fatalf("revoked_at = %s, want the first revocation %s", revokedAt, at)
-	}
-}
-
-func TestLeaseCommitErrorsRollBack(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, freshURL(t))
-	now := time.Now()
-	ev := &audit.Event{Type: "credential.revoke"}
-	err := s.Commit(ctx, []*store.Batch{{Events: []*audit.Event{ev}, RevokedLeases: map[string]time.Time{"lse_nope": now}}})
-	if err == nil || !strings.Contains(err.Error(), "no such lease") {
-		t.Fatalf("revoking an unknown lease: %v", err)
-	}
-	if ev.Seq != 0 {
-		t.Fatal("event kept its seq after a failed commit")
-	}
-	if tail, _ := s.AuditTail(ctx, 10); len(tail) != 0 {
-		t.Fatalf("failed commit wrote %d events", len(tail))
-	}
-	if h, err := s.Head(ctx); err != nil || h.Seq != 0 || h.Hash != audit.GenesisHash {
-		t.Fatalf("head after failed commit: %+v %v", h, err)
-	}
-	for _, bad := range []*store.Lease{
-		{ID: "", TaskID: "t", Source: "s", ExpiresAt: now},
-		{ID: "l", TaskID: "", Source: "s", ExpiresAt: now},
-		{ID: "l", TaskID: "t", Source: "", ExpiresAt: now},
-		{ID: "l", TaskID: "t", Source: "s"},
-	} {
-		if err := s.Commit(ctx, []*store.Batch{{Leases: []*store.Lease{bad}}}); err == nil {
-			t.Fatalf("lease %+v accepted", bad)
-		}
-	}
-	if err := s.Commit(ctx, []*store.Batch{{RevokedLeases: map[string]time.Time{"x": {}}}}); err == nil {
-		t.Fatal("zero revocation time accepted")
-	}
-}
-
-func TestLeasesDue(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, freshURL(t))
-	now := time.Now().UTC()
-	live := newTask("tsk_live")
-	ended := newTask("tsk_ended")
-	ended.EndedAt = now.Add(-time.Second)
-	expired := newTask("tsk_expired")
-	expired.ExpiresAt = now.Add(-time.Second)
-	leases := []*store.Lease{
-		lease("lse_a", "tsk_live", now.Add(-3*time.Minute), now.Add(time.Minute)),       // not due
-		lease("lse_b", "tsk_live", now.Add(-2*time.Minute), now.Add(-time.Millisecond)), // lease expired
-		lease("lse_c", "tsk_ended", now.Add(-time.Minute), now.Add(time.Minute)),        // task ended
-		lease("lse_d", "tsk_expired", now, now.Add(time.Minute)),                        // task expired
-		lease("lse_e", "tsk_gone", now.Add(time.Second), now.Add(time.Minute)),          // task unknown
-		lease("lse_f", "tsk_ended", now.Add(-time.Minute), now.Add(time.Minute)),        // revoked already
-	}
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{live, ended, expired}, Leases: leases,
-		RevokedLeases: map[string]time.Time{"lse_f": now}}}); err != nil {
-		t.Fatal(err)
-	}
-	due, err := s.LeasesDue(ctx, now, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, l := range due {
-		got = append(got, l.ID)
-	}
-	if strings.Join(got, ",") != "lse_b,lse_c,lse_d,lse_e" {
-		t.Fatalf("due = %v", got)
-	}
-	if due, err = s.LeasesDue(ctx, now, 2); err != nil || len(due) != 2 || due[0].ID != "lse_b" {
-		t.Fatalf("limited: %+v %v", due, err)
-	}
-	if _, err := s.LeasesDue(ctx, now, 0); err == nil {
-		t.Fatal("zero limit accepted")
-	}
-	if due, err = s.LeasesDue(ctx, now.Add(2*time.Minute), 100); err != nil || len(due) != 5 {
-		t.Fatalf("later: %d %v", len(due), err)
-	}
-}
-
 // BenchmarkCommitParallel commits one intent (two events) per op from
 // many goroutines through a Committer.
 func BenchmarkCommitParallel(b *testing.B) {
 	b.ReportAllocs()
 	ctx := context.Background()
 	s := open(b, freshURL(b))
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}); err != nil {
+	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}); err != nil {
 		b.Fatal(err)
 	}
 	c := store.NewCommitter(s, store.CommitterOptions{})
@@ -661,11 +355,37 @@ func BenchmarkCommitParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.Commit(ctx, intentBatch("tsk_1")); err != nil {
+			if err := c.Commit(ctx, storetest.IntentBatch("tsk_1")); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "intents/s")
+}
+
+// TestMigration3FillsEffect rewinds a schema to version 2 (as an older
+// airlock left it, with decision events but no effect column) and reopens
+// it: migration 0003 fills the effect of existing events from their bodies.
+func TestMigration3FillsEffect(t *testing.T) {
+	ctx := context.Background()
+	u, _ := seeded(t, 3) // 3 allow decisions at seq 1, 3, 5
+	exec(t, u, `ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
+		`DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
+		`DELETE FROM schema_migrations WHERE version = 3`)
+	s := open(t, u)
+	recs, err := s.AuditFiltered(ctx, 0, store.AuditFilter{Effect: "allow"}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, r := range recs {
+		seqs = append(seqs, r.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 3 5]" {
+		t.Fatalf("allow decisions after migration: %v, want [1 3 5]", seqs)
+	}
+	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 6 {
+		t.Fatalf("verify: %s", rep)
+	}
 }

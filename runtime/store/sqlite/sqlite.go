@@ -1,6 +1,7 @@
 // Package sqlite is the embedded SQLite implementation of store.Store
 // (modernc.org/sqlite, pure Go). It keeps tasks, intent outcomes, credential
-// leases and the hash-chained audit log in one file.
+// leases, approvals, idempotency records and the hash-chained audit log in
+// one file.
 //
 // Writes go through a single connection (SQLite has one writer anyway) in
 // WAL mode with synchronous=FULL by default, so a returned Commit is on
@@ -12,11 +13,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,10 +28,11 @@ import (
 	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/runtime/audit"
 	"github.com/airlock-dev/airlock/runtime/store"
+	"github.com/airlock-dev/airlock/runtime/store/internal/rowscan"
 )
 
 // timeFormat is fixed-width RFC 3339 in UTC, so stored times sort as text.
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+const timeFormat = rowscan.TimeFormat
 
 // MaxPage bounds the number of records one AuditRecords or AuditTail call
 // returns; larger requests are clamped to it.
@@ -60,12 +62,14 @@ type Store struct {
 	w    *sql.DB // exactly one connection: the writer
 	r    *sql.DB // query-only pool
 
-	insertEvent *sql.Stmt
-	upsertIntnt *sql.Stmt
-	upsertTask  *sql.Stmt
-	addCount    *sql.Stmt
-	upsertLease *sql.Stmt
-	revokeLease *sql.Stmt
+	insertEvent    *sql.Stmt
+	upsertIntnt    *sql.Stmt
+	upsertTask     *sql.Stmt
+	addCount       *sql.Stmt
+	upsertLease    *sql.Stmt
+	revokeLease    *sql.Stmt
+	insertApproval *sql.Stmt
+	insertIdem     *sql.Stmt
 
 	mu     sync.Mutex // serializes Commit and Close; guards head and closed
 	closed bool
@@ -151,8 +155,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		dst  **sql.Stmt
 		text string
 	}{
-		{&s.insertEvent, `INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, body, prev_hash, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&s.insertEvent, `INSERT INTO audit_events (seq, id, time, type, task_id, intent_id, caller, tool, effect, body, prev_hash, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&s.upsertIntnt, `INSERT INTO intents (id, task_id, caller, tool, status, created, outcome)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, caller = excluded.caller, tool = excluded.tool,
@@ -169,6 +173,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 				credential = excluded.credential, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
 				revoked_at = coalesce(leases.revoked_at, excluded.revoked_at), ref = excluded.ref`},
 		{&s.revokeLease, `UPDATE leases SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`},
+		{&s.insertApproval, `INSERT INTO approvals (` + rowscan.ApprovalColumns + `)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`},
+		{&s.insertIdem, `INSERT INTO idempotency (` + rowscan.IdempotencyColumns + `)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (caller, key) DO NOTHING`},
 	} {
 		st, err := w.PrepareContext(ctx, p.text)
 		if err != nil {
@@ -230,16 +238,22 @@ func (s *Store) Head(ctx context.Context) (audit.Head, error) {
 // Commit applies the batches in one transaction, in order: for each batch,
 // its events are sealed into the chain and inserted, then its intents and
 // tasks are upserted, then its call counts are added, then its leases are
-// upserted and its lease revocations applied. On success every
-// event has Seq, PrevHash and Hash set. Events without an ID get one
-// (ids.New("evt")) and events without a Time get the commit time. On
-// failure nothing is written and the events' Seq, PrevHash and Hash are
-// cleared.
+// upserted and its lease revocations applied, then its approvals are
+// inserted, its approval changes applied and its idempotency records
+// inserted. On success every event has Seq, PrevHash and Hash set. Events
+// without an ID get one (ids.New("evt")) and events without a Time get the
+// commit time. On failure nothing is written and the events' Seq, PrevHash
+// and Hash are cleared. A taken approval id or idempotency key, or an
+// approval change whose guard does not hold, fails the transaction with an
+// error wrapping store.ErrConflict.
 func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return fmt.Errorf("commit to audit store %s: the store is closed", s.path)
+	}
+	if err := rowscan.Validate(batches); err != nil {
+		return err
 	}
 
 	var sealed []*audit.Event
@@ -279,16 +293,12 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 	addCount := tx.StmtContext(ctx, s.addCount)
 	upsertLease := tx.StmtContext(ctx, s.upsertLease)
 	revokeLease := tx.StmtContext(ctx, s.revokeLease)
+	insertApproval := tx.StmtContext(ctx, s.insertApproval)
+	insertIdem := tx.StmtContext(ctx, s.insertIdem)
 	now := time.Now().UTC()
 
 	for bi, b := range batches {
-		if b == nil {
-			return fmt.Errorf("commit: batch %d is nil", bi)
-		}
-		for ei, ev := range b.Events {
-			if ev == nil {
-				return fmt.Errorf("commit: batch %d event %d is nil", bi, ei)
-			}
+		for _, ev := range b.Events {
 			if ev.ID == "" {
 				ev.ID = ids.New("evt")
 			}
@@ -301,36 +311,24 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 			if err != nil {
 				return fmt.Errorf("commit: batch %d: %w", bi, err)
 			}
-			tool := ""
-			if ev.Tool != nil {
-				tool = ev.Tool.Name
-			}
-			if _, err := insertEvent.ExecContext(ctx, ev.Seq, ev.ID, ev.Time.Format(timeFormat), ev.Type,
-				ev.TaskID, ev.IntentID, ev.Caller, tool, body, ev.PrevHash, ev.Hash); err != nil {
+			if _, err := insertEvent.ExecContext(ctx, ev.Seq, ev.ID, ev.Time.UTC().Format(timeFormat), ev.Type,
+				ev.TaskID, ev.IntentID, ev.Caller, rowscan.EventTool(ev), rowscan.EventEffect(ev), body, ev.PrevHash, ev.Hash); err != nil {
 				return fmt.Errorf("commit: insert audit event %d (%s): %w", ev.Seq, ev.ID, err)
 			}
 			seq, prev = ev.Seq, ev.Hash
 		}
-		for ii, in := range b.Intents {
-			if in == nil || in.ID == "" {
-				return fmt.Errorf("commit: batch %d intent %d has no id", bi, ii)
-			}
+		for _, in := range b.Intents {
 			if _, err := upsertIntent.ExecContext(ctx, in.ID, in.TaskID, in.Caller, in.Tool, in.Status,
 				fmtTime(in.Created), in.Outcome); err != nil {
 				return fmt.Errorf("commit: store intent %s: %w", in.ID, err)
 			}
 		}
-		for ti, t := range b.Tasks {
-			if t == nil || t.ID == "" {
-				return fmt.Errorf("commit: batch %d task %d has no id", bi, ti)
+		for _, t := range b.Tasks {
+			labels, err := rowscan.TaskLabels(t)
+			if err != nil {
+				return err
 			}
-			labels := []byte("{}")
-			if len(t.Labels) > 0 {
-				if labels, err = json.Marshal(t.Labels); err != nil {
-					return fmt.Errorf("commit: task %s labels: %w", t.ID, err)
-				}
-			}
-			if _, err := upsertTask.ExecContext(ctx, t.ID, t.Caller, t.Purpose, t.Sensitivity, string(labels),
+			if _, err := upsertTask.ExecContext(ctx, t.ID, t.Caller, t.Purpose, t.Sensitivity, labels,
 				fmtTime(t.StartedAt), fmtTime(t.ExpiresAt), fmtTime(t.EndedAt), t.CallCount); err != nil {
 				return fmt.Errorf("commit: store task %s: %w", t.ID, err)
 			}
@@ -344,25 +342,58 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 				return fmt.Errorf("commit: add call count to task %s: no such task: store the task before counting its calls", id)
 			}
 		}
-		for li, l := range b.Leases {
-			if l == nil || l.ID == "" || l.TaskID == "" || l.Source == "" || l.ExpiresAt.IsZero() {
-				return fmt.Errorf("commit: batch %d lease %d needs an id, a task id, a source and an expiry", bi, li)
-			}
+		for _, l := range b.Leases {
 			if _, err := upsertLease.ExecContext(ctx, l.ID, l.TaskID, l.Tool, l.Source, l.Credential,
 				fmtTime(l.IssuedAt), fmtTime(l.ExpiresAt), fmtTime(l.RevokedAt), l.Ref); err != nil {
 				return fmt.Errorf("commit: store lease %s: %w", l.ID, err)
 			}
 		}
 		for id, at := range b.RevokedLeases {
-			if at.IsZero() {
-				return fmt.Errorf("commit: revoke lease %s: the revocation time is zero", id)
-			}
 			res, err := revokeLease.ExecContext(ctx, fmtTime(at), id)
 			if err != nil {
 				return fmt.Errorf("commit: revoke lease %s: %w", id, err)
 			}
 			if k, err := res.RowsAffected(); err != nil || k != 1 {
 				return fmt.Errorf("commit: revoke lease %s: no such lease: store the lease before revoking it", id)
+			}
+		}
+		for _, a := range b.Approvals {
+			args, err := rowscan.ApprovalArgs(a)
+			if err != nil {
+				return err
+			}
+			res, err := insertApproval.ExecContext(ctx, args...)
+			if err != nil {
+				return fmt.Errorf("commit: insert approval %s: %w", a.ID, err)
+			}
+			if k, err := res.RowsAffected(); err != nil || k != 1 {
+				return fmt.Errorf("commit: insert approval %s: %w: the approval id is taken", a.ID, store.ErrConflict)
+			}
+		}
+		for _, c := range b.ApprovalChanges {
+			set, args := rowscan.ChangeSet(c, sqlitePH, 1)
+			where, wargs := rowscan.ChangeGuard(c, sqlitePH, 1)
+			res, err := tx.ExecContext(ctx, `UPDATE approvals SET `+set+` WHERE `+where, append(args, wargs...)...)
+			if err != nil {
+				return fmt.Errorf("commit: change approval %s to %s: %w", c.ID, c.To, err)
+			}
+			if k, err := res.RowsAffected(); err != nil || k != 1 {
+				var current *string
+				if err := tx.QueryRowContext(ctx, `SELECT state FROM approvals WHERE id = ?`, c.ID).Scan(&current); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("commit: change approval %s to %s: %w: read its state: %w", c.ID, c.To, store.ErrConflict, err)
+				}
+				return rowscan.ConflictError(c, current)
+			}
+		}
+		for _, r := range b.Idempotency {
+			res, err := insertIdem.ExecContext(ctx, r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt))
+			if err != nil {
+				return fmt.Errorf("commit: insert idempotency key %q of %s: %w", r.Key, r.Caller, err)
+			}
+			if k, err := res.RowsAffected(); err != nil || k != 1 {
+				var taken string
+				_ = tx.QueryRowContext(ctx, `SELECT intent_id FROM idempotency WHERE caller = ? AND key = ?`, r.Caller, r.Key).Scan(&taken)
+				return fmt.Errorf("commit: idempotency key %q of %s: %w: it is bound to intent %q", r.Key, r.Caller, store.ErrConflict, taken)
 			}
 		}
 	}
@@ -373,55 +404,30 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 	return nil
 }
 
+func sqlitePH(int) string { return "?" }
+
 // Task returns a task by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Task(ctx context.Context, id string) (*store.Task, error) {
-	var (
-		t                       store.Task
-		labels                  string
-		started, expires, ended sql.NullString
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, caller, purpose, sensitivity, labels, started_at, expires_at, ended_at, call_count
-		FROM tasks WHERE id = ?`, id).Scan(&t.ID, &t.Caller, &t.Purpose, &t.Sensitivity, &labels, &started, &expires, &ended, &t.CallCount)
+	t, err := rowscan.Task(s.r.QueryRowContext(ctx, `SELECT `+rowscan.TaskColumns+` FROM tasks WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("task %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read task %q: %w", id, err)
 	}
-	if labels != "" && labels != "{}" {
-		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
-			return nil, fmt.Errorf("read task %q: labels are not a JSON object of strings: %w", id, err)
-		}
-	}
-	for _, f := range []struct {
-		dst *time.Time
-		src sql.NullString
-	}{{&t.StartedAt, started}, {&t.ExpiresAt, expires}, {&t.EndedAt, ended}} {
-		if *f.dst, err = parseTime(f.src); err != nil {
-			return nil, fmt.Errorf("read task %q: %w", id, err)
-		}
-	}
-	return &t, nil
+	return t, nil
 }
 
 // Intent returns an intent by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Intent(ctx context.Context, id string) (*store.Intent, error) {
-	var (
-		in      store.Intent
-		created sql.NullString
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, task_id, caller, tool, status, created, outcome FROM intents WHERE id = ?`, id).
-		Scan(&in.ID, &in.TaskID, &in.Caller, &in.Tool, &in.Status, &created, &in.Outcome)
+	in, err := rowscan.Intent(s.r.QueryRowContext(ctx, `SELECT `+rowscan.IntentColumns+` FROM intents WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("intent %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read intent %q: %w", id, err)
 	}
-	if in.Created, err = parseTime(created); err != nil {
-		return nil, fmt.Errorf("read intent %q: %w", id, err)
-	}
-	return &in, nil
+	return in, nil
 }
 
 // AuditRecords returns up to limit records with Seq > after, in seq order.
@@ -431,11 +437,12 @@ func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]sto
 		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
 	}
 	limit = min(limit, MaxPage)
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, body FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit records after %d: %w", after, err)
 	}
-	return scanRecords(rows, limit, false)
+	defer rows.Close()
+	return rowscan.Collect(rows, "audit records", rowscan.Record)
 }
 
 // AuditTail returns the last n records, in seq order. n must be positive;
@@ -445,45 +452,45 @@ func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
 		return nil, fmt.Errorf("read audit tail: n is %d: it must be positive", n)
 	}
 	n = min(n, MaxPage)
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, hash, body FROM audit_events ORDER BY seq DESC LIMIT ?`, n)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events ORDER BY seq DESC LIMIT ?`, n)
 	if err != nil {
 		return nil, fmt.Errorf("read audit tail: %w", err)
 	}
-	return scanRecords(rows, n, true)
-}
-
-func scanRecords(rows *sql.Rows, capHint int, reverse bool) ([]store.Record, error) {
 	defer rows.Close()
-	out := make([]store.Record, 0, min(capHint, 256))
-	for rows.Next() {
-		var r store.Record
-		if err := rows.Scan(&r.Seq, &r.Hash, &r.Body); err != nil {
-			return nil, fmt.Errorf("read audit record: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read audit records: %w", err)
-	}
-	if reverse {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
-	}
-	return out, nil
+	out, err := rowscan.Collect(rows, "audit tail", rowscan.Record)
+	slices.Reverse(out)
+	return out, err
 }
 
-const leaseColumns = `l.id, l.task_id, l.tool, l.source, l.credential, l.issued_at, l.expires_at, l.revoked_at, l.ref`
+// AuditFiltered returns up to limit records with Seq > after that match f
+// (every non-empty field must equal the event's task id, caller, tool name
+// or decision effect), in seq order. limit must be positive; it is clamped
+// to MaxPage.
+func (s *Store) AuditFiltered(ctx context.Context, after int64, f store.AuditFilter, limit int) ([]store.Record, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	where, args := rowscan.AuditWhere(f, sqlitePH, 2)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > ?`+where+` ORDER BY seq LIMIT ?`,
+		append(append([]any{after}, args...), limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("read filtered audit records after %d: %w", after, err)
+	}
+	defer rows.Close()
+	return rowscan.Collect(rows, "audit records", rowscan.Record)
+}
 
 // OpenLeases returns the leases of taskID that are not revoked, oldest
 // first (at most MaxPage).
 func (s *Store) OpenLeases(ctx context.Context, taskID string) ([]*store.Lease, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+leaseColumns+` FROM leases l
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.LeaseColumns+` FROM leases l
 		WHERE l.task_id = ? AND l.revoked_at IS NULL ORDER BY l.issued_at, l.id LIMIT ?`, taskID, MaxPage)
 	if err != nil {
 		return nil, fmt.Errorf("read open leases of task %q: %w", taskID, err)
 	}
-	return scanLeases(rows)
+	defer rows.Close()
+	return rowscan.Collect(rows, "leases", rowscan.Lease)
 }
 
 // LeasesDue returns up to limit leases, oldest first, that are not revoked
@@ -496,42 +503,77 @@ func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*sto
 	}
 	limit = min(limit, MaxPage)
 	at := now.UTC().Format(timeFormat)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+leaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.LeaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
 		WHERE l.revoked_at IS NULL
 		  AND (l.expires_at <= ? OR t.id IS NULL OR t.ended_at IS NOT NULL OR (t.expires_at IS NOT NULL AND t.expires_at <= ?))
 		ORDER BY l.issued_at, l.id LIMIT ?`, at, at, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read leases due: %w", err)
 	}
-	return scanLeases(rows)
+	defer rows.Close()
+	return rowscan.Collect(rows, "leases", rowscan.Lease)
 }
 
-func scanLeases(rows *sql.Rows) ([]*store.Lease, error) {
+// Approval returns an approval by id, or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Approval(ctx context.Context, id string) (*store.Approval, error) {
+	a, err := rowscan.Approval(s.r.QueryRowContext(ctx, `SELECT `+rowscan.ApprovalColumns+` FROM approvals WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("approval %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read approval %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// Approvals returns the approvals that match f, newest first (by creation
+// time, then id). f.Limit defaults to store.DefaultApprovalsLimit and is
+// clamped to store.MaxApprovalsLimit; an unknown state in f.States is an
+// error.
+func (s *Store) Approvals(ctx context.Context, f store.ApprovalFilter) ([]*store.Approval, error) {
+	where, args, limit, err := rowscan.ApprovalWhere(f, sqlitePH, 1)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowscan.ApprovalColumns+` FROM approvals`+where+
+		` ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("read approvals: %w", err)
+	}
 	defer rows.Close()
-	var out []*store.Lease
-	for rows.Next() {
-		var (
-			l                        store.Lease
-			issued, expires, revoked sql.NullString
-		)
-		if err := rows.Scan(&l.ID, &l.TaskID, &l.Tool, &l.Source, &l.Credential, &issued, &expires, &revoked, &l.Ref); err != nil {
-			return nil, fmt.Errorf("read lease: %w", err)
-		}
-		var err error
-		for _, f := range []struct {
-			dst *time.Time
-			src sql.NullString
-		}{{&l.IssuedAt, issued}, {&l.ExpiresAt, expires}, {&l.RevokedAt, revoked}} {
-			if *f.dst, err = parseTime(f.src); err != nil {
-				return nil, fmt.Errorf("read lease %q: %w", l.ID, err)
-			}
-		}
-		out = append(out, &l)
+	return rowscan.Collect(rows, "approvals", rowscan.Approval)
+}
+
+// ApprovalsDue returns up to limit approvals, oldest first, that need an
+// executor's attention at now: pending ones whose expiry is at or before
+// now, approved ones (not yet claimed), and claimed ones whose claim is at
+// least staleClaim old. limit must be positive (clamped to MaxPage) and
+// staleClaim positive.
+func (s *Store) ApprovalsDue(ctx context.Context, now time.Time, staleClaim time.Duration, limit int) ([]*store.Approval, error) {
+	q, args, err := rowscan.ApprovalsDueQuery(now, staleClaim, limit, MaxPage, sqlitePH)
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read approvals due: %w", err)
 	}
-	return out, nil
+	defer rows.Close()
+	return rowscan.Collect(rows, "approvals due", rowscan.Approval)
+}
+
+// Idempotency returns the record of (caller, key), or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.IdempotencyRecord, error) {
+	r, err := rowscan.Idempotency(s.r.QueryRowContext(ctx, `SELECT `+rowscan.IdempotencyColumns+` FROM idempotency WHERE caller = ? AND key = ?`, caller, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("idempotency key %q of %s: %w", key, caller, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency key %q of %s: %w", key, caller, err)
+	}
+	return r, nil
 }
 
 // Close closes the store. Commits in progress finish first.
@@ -547,7 +589,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeAll() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insertEvent, s.upsertIntnt, s.upsertTask, s.addCount, s.upsertLease, s.revokeLease} {
+	for _, st := range []*sql.Stmt{s.insertEvent, s.upsertIntnt, s.upsertTask, s.addCount, s.upsertLease, s.revokeLease, s.insertApproval, s.insertIdem} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -564,20 +606,4 @@ func (s *Store) closeAll() error {
 	return nil
 }
 
-func fmtTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UTC().Format(timeFormat)
-}
-
-func parseTime(s sql.NullString) (time.Time, error) {
-	if !s.Valid || s.String == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s.String)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("stored time %q is not RFC 3339: %w", s.String, err)
-	}
-	return t, nil
-}
+func fmtTime(t time.Time) any { return rowscan.FmtTime(t) }

@@ -3,21 +3,26 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/runtime/audit"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
+	"github.com/airlock-dev/airlock/runtime/store/storetest"
 )
+
+// TestConformance runs the store conformance suite on a fresh SQLite file
+// per test.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "airlock.db"))
+	})
+}
 
 func open(t testing.TB, path string) *sqlite.Store {
 	t.Helper()
@@ -27,166 +32,6 @@ func open(t testing.TB, path string) *sqlite.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-func newTask(id string) *store.Task {
-	now := time.Now()
-	return &store.Task{ID: id, Caller: "spiffe://example.org/agent", Purpose: "triage", Sensitivity: "internal",
-		Labels: map[string]string{"team": "sre", "env": "prod"}, StartedAt: now, ExpiresAt: now.Add(time.Hour)}
-}
-
-// intentBatch is what the executor commits per intent: a decision and an
-// execution event, the intent outcome and one call on the task.
-func intentBatch(taskID string) *store.Batch {
-	intentID := ids.New("int")
-	now := time.Now()
-	return &store.Batch{
-		Events: []*audit.Event{
-			{ID: ids.New("evt"), Time: now, Type: audit.TypeDecision, Caller: "spiffe://example.org/agent", TaskID: taskID,
-				IntentID: intentID, Tool: &audit.ToolRef{Name: "http.fetch", Version: "1.0.0"},
-				Decision: &audit.Decision{Effect: "allow", Rules: []string{"allow-all"}}},
-			{ID: ids.New("evt"), Time: now, Type: audit.TypeExecution, Caller: "spiffe://example.org/agent", TaskID: taskID,
-				IntentID: intentID, Tool: &audit.ToolRef{Name: "http.fetch", Version: "1.0.0"}, Status: "ok", DurationUS: 812},
-		},
-		Intents:    []*store.Intent{{ID: intentID, TaskID: taskID, Caller: "spiffe://example.org/agent", Tool: "http.fetch", Status: "ok", Created: now, Outcome: []byte(`{"status":"OK"}`)}},
-		CallCounts: map[string]int64{taskID: 1},
-	}
-}
-
-func TestCommitAndReadBack(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "airlock.db"))
-	task := newTask("tsk_1")
-	begin := &store.Batch{Tasks: []*store.Task{task}, Events: []*audit.Event{{Type: audit.TypeTaskBegin, TaskID: task.ID,
-		Details: map[string]any{"purpose": task.Purpose}}}}
-	b1, b2 := intentBatch(task.ID), intentBatch(task.ID)
-	if err := s.Commit(ctx, []*store.Batch{begin, b1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, []*store.Batch{b2}); err != nil {
-		t.Fatal(err)
-	}
-	// Seal filled in ids, time, seq and links.
-	ev0 := begin.Events[0]
-	if ev0.Seq != 1 || ev0.PrevHash != audit.GenesisHash || ev0.ID == "" || ev0.Time.IsZero() {
-		t.Fatalf("first event not sealed: %+v", ev0)
-	}
-	if b1.Events[0].Seq != 2 || b1.Events[0].PrevHash != ev0.Hash || b2.Events[1].Seq != 5 {
-		t.Fatalf("seqs/links wrong: %d %d", b1.Events[0].Seq, b2.Events[1].Seq)
-	}
-
-	got, err := s.Task(ctx, task.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Caller != task.Caller || got.Purpose != task.Purpose || got.Sensitivity != task.Sensitivity ||
-		got.Labels["team"] != "sre" || got.Labels["env"] != "prod" || len(got.Labels) != 2 ||
-		!got.StartedAt.Equal(task.StartedAt) || !got.ExpiresAt.Equal(task.ExpiresAt) || !got.EndedAt.IsZero() || got.CallCount != 2 {
-		t.Fatalf("task read back = %+v", got)
-	}
-	in, err := s.Intent(ctx, b1.Intents[0].ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.TaskID != task.ID || in.Status != "ok" || in.Tool != "http.fetch" || string(in.Outcome) != `{"status":"OK"}` ||
-		!in.Created.Equal(b1.Intents[0].Created) {
-		t.Fatalf("intent read back = %+v", in)
-	}
-
-	// Replace the task (end it) and the intent.
-	task.EndedAt = time.Now()
-	task.CallCount = 2
-	b1.Intents[0].Status = "failed"
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{task}, Intents: b1.Intents}}); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := s.Task(ctx, task.ID); got == nil || !got.EndedAt.Equal(task.EndedAt) {
-		t.Fatalf("task not replaced: %+v", got)
-	}
-	if in, _ := s.Intent(ctx, b1.Intents[0].ID); in == nil || in.Status != "failed" {
-		t.Fatalf("intent not replaced: %+v", in)
-	}
-
-	if _, err := s.Task(ctx, "tsk_nope"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("missing task: %v", err)
-	}
-	if _, err := s.Intent(ctx, "int_nope"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("missing intent: %v", err)
-	}
-
-	recs, err := s.AuditRecords(ctx, 0, 100)
-	if err != nil || len(recs) != 5 {
-		t.Fatalf("records: %d %v", len(recs), err)
-	}
-	ev, err := audit.Decode(recs[1].Body)
-	if err != nil || ev.ID != b1.Events[0].ID || ev.Decision.Effect != "allow" || recs[1].Hash != b1.Events[0].Hash {
-		t.Fatalf("record 2 = %+v %v", ev, err)
-	}
-	page, err := s.AuditRecords(ctx, 3, 1)
-	if err != nil || len(page) != 1 || page[0].Seq != 4 {
-		t.Fatalf("page after 3: %+v %v", page, err)
-	}
-	tail, err := s.AuditTail(ctx, 2)
-	if err != nil || len(tail) != 2 || tail[0].Seq != 4 || tail[1].Seq != 5 {
-		t.Fatalf("tail: %+v %v", tail, err)
-	}
-	if _, err := s.AuditRecords(ctx, 0, 0); err == nil {
-		t.Fatal("limit 0 accepted")
-	}
-	head, err := s.Head(ctx)
-	if err != nil || head.Seq != 5 || head.Hash != b2.Events[1].Hash {
-		t.Fatalf("head = %+v %v", head, err)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 5 || rep.Head != head {
-		t.Fatalf("verify: %s", rep)
-	}
-}
-
-func TestCommitFailureRollsBackEverything(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "airlock.db"))
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}, intentBatch("tsk_1")}); err != nil {
-		t.Fatal(err)
-	}
-	good, bad := intentBatch("tsk_1"), intentBatch("tsk_unknown")
-	err := s.Commit(ctx, []*store.Batch{good, bad})
-	if err == nil || !strings.Contains(err.Error(), "tsk_unknown") {
-		t.Fatalf("call count on unknown task: err = %v", err)
-	}
-	if good.Events[0].Seq != 0 || good.Events[0].Hash != "" {
-		t.Fatalf("failed commit left seq/hash on event: %+v", good.Events[0])
-	}
-	if _, err := s.Intent(ctx, good.Intents[0].ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("intent of failed transaction was stored: %v", err)
-	}
-	// The head cache was invalidated; the chain continues correctly.
-	next := intentBatch("tsk_1")
-	if err := s.Commit(ctx, []*store.Batch{next}); err != nil {
-		t.Fatal(err)
-	}
-	if next.Events[0].Seq != 3 {
-		t.Fatalf("seq after rollback = %d, want 3", next.Events[0].Seq)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 4 {
-		t.Fatalf("verify: %s", rep)
-	}
-	if task, _ := s.Task(ctx, "tsk_1"); task.CallCount != 2 {
-		t.Fatalf("call count = %d, want 2", task.CallCount)
-	}
-}
-
-func TestCommitCanceledContext(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "airlock.db"))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	b := intentBatch("tsk_1")
-	b.CallCounts = nil
-	if err := s.Commit(ctx, []*store.Batch{b}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	if recs, err := s.AuditRecords(context.Background(), 0, 10); err != nil || len(recs) != 0 {
-		t.Fatalf("canceled commit wrote %d records (%v)", len(recs), err)
-	}
 }
 
 // tamper opens the database file with a raw *sql.DB, as an attacker with
@@ -212,9 +57,9 @@ func seeded(t *testing.T, intents int) (string, []*store.Batch) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}
+	bs := []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}
 	for range intents {
-		bs = append(bs, intentBatch("tsk_1"))
+		bs = append(bs, storetest.IntentBatch("tsk_1"))
 	}
 	if err := s.Commit(context.Background(), bs); err != nil {
 		t.Fatal(err)
@@ -267,48 +112,12 @@ func TestVerifyDetectsReorder(t *testing.T) {
 	}
 }
 
-func TestConcurrentCommitsFormOneChain(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "airlock.db"))
-	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}); err != nil {
-		t.Fatal(err)
-	}
-	c := store.NewCommitter(s, store.CommitterOptions{})
-	const workers, per = 64, 10
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*per)
-	for range workers {
-		wg.Go(func() {
-			for range per {
-				if err := c.Commit(ctx, intentBatch("tsk_1")); err != nil {
-					errs <- err
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	rep := store.Verify(ctx, s)
-	if !rep.OK() || rep.Count != 2*workers*per || rep.Head.Seq != 2*workers*per {
-		t.Fatalf("chain after concurrent commits: %s", rep)
-	}
-	if task, _ := s.Task(ctx, "tsk_1"); task.CallCount != workers*per {
-		t.Fatalf("call count = %d", task.CallCount)
-	}
-}
-
 func TestReopenContinuesChain(t *testing.T) {
 	ctx := context.Background()
 	path, bs := seeded(t, 3)
 	last := bs[3].Events[1]
 	s := open(t, path)
-	next := intentBatch("tsk_1")
+	next := storetest.IntentBatch("tsk_1")
 	if err := s.Commit(ctx, []*store.Batch{next}); err != nil {
 		t.Fatal(err)
 	}
@@ -318,13 +127,17 @@ func TestReopenContinuesChain(t *testing.T) {
 	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 8 {
 		t.Fatalf("verify: %s", rep)
 	}
+	head, err := s.Head(ctx)
+	if err != nil || head.Seq != 8 || head.Hash != next.Events[1].Hash {
+		t.Fatalf("head = %+v %v", head, err)
+	}
 }
 
 func TestFilePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data", "nested")
 	path := filepath.Join(dir, "airlock.db")
 	s := open(t, path)
-	if err := s.Commit(context.Background(), []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}); err != nil {
+	if err := s.Commit(context.Background(), []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
@@ -436,7 +249,7 @@ func benchStore(b *testing.B) *sqlite.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close() })
-	if err := s.Commit(context.Background(), []*store.Batch{{Tasks: []*store.Task{newTask("tsk_1")}}}); err != nil {
+	if err := s.Commit(context.Background(), []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}); err != nil {
 		b.Fatal(err)
 	}
 	return s
@@ -452,7 +265,7 @@ func BenchmarkCommitSerial(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for range b.N {
-		if err := c.Commit(ctx, intentBatch("tsk_1")); err != nil {
+		if err := c.Commit(ctx, storetest.IntentBatch("tsk_1")); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -472,11 +285,39 @@ func BenchmarkCommitParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.Commit(ctx, intentBatch("tsk_1")); err != nil {
+			if err := c.Commit(ctx, storetest.IntentBatch("tsk_1")); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "intents/s")
+}
+
+// TestMigration3FillsEffect rewinds a database to schema version 2 (as an
+// older airlock left it, with decision events but no effect column) and
+// reopens it: migration 0003 fills the effect of existing events from
+// their bodies, so that AuditFiltered finds them.
+func TestMigration3FillsEffect(t *testing.T) {
+	ctx := context.Background()
+	path, _ := seeded(t, 3) // 3 allow decisions at seq 1, 3, 5
+	tamper(t, path,
+		`DROP INDEX audit_events_effect`, `DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
+		`ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
+		`DELETE FROM schema_migrations WHERE version = 3`)
+	s := open(t, path)
+	recs, err := s.AuditFiltered(ctx, 0, store.AuditFilter{Effect: "allow"}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, r := range recs {
+		seqs = append(seqs, r.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 3 5]" {
+		t.Fatalf("allow decisions after migration: %v, want [1 3 5]", seqs)
+	}
+	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 6 {
+		t.Fatalf("verify: %s", rep)
+	}
 }
