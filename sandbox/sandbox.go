@@ -36,6 +36,13 @@ type Tool interface {
 	Close(ctx context.Context) error
 }
 
+// TaskEnder is implemented by a Backend that keeps per-task state, like
+// the plugin backend's processes that mount one task's workspace. The
+// executor calls EndTask when a task ends, after canceling its calls.
+type TaskEnder interface {
+	EndTask(taskID string)
+}
+
 // Call is the input of one run.
 type Call struct {
 	// Input is the validated JSON arguments, passed on stdin.
@@ -109,6 +116,10 @@ const (
 	KindExit ErrorKind = "tool_error"
 	// KindTrap: the guest trapped (stack overflow, unreachable, bad access).
 	KindTrap ErrorKind = "trap"
+	// KindCrash: a plugin process died during the call (it exited, was
+	// killed by a limit, or broke the protocol); the next call gets a fresh
+	// process.
+	KindCrash ErrorKind = "crash"
 	// KindModule: the module changed on disk, or could not be instantiated.
 	KindModule ErrorKind = "module"
 	// KindInternal: an executor-side error.
