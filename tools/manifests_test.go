@@ -24,7 +24,7 @@ func tree(t *testing.T) string {
 	root := wasmtest.RepoRoot(t)
 	tmp := t.TempDir()
 	dir := filepath.Join(tmp, "manifests", "tools")
-	for _, d := range []string{dir, filepath.Join(tmp, "build", "wasm"), filepath.Join(tmp, "tools", "textwc")} {
+	for _, d := range []string{dir, filepath.Join(tmp, "build", "wasm"), filepath.Join(tmp, "build", "plugins"), filepath.Join(tmp, "tools", "textwc")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -39,8 +39,8 @@ func tree(t *testing.T) string {
 		}
 	}
 	yamls, _ := filepath.Glob(filepath.Join(root, "manifests", "tools", "*.yaml"))
-	if len(yamls) != 7 {
-		t.Fatalf("found %d manifests in manifests/tools, want 7", len(yamls))
+	if len(yamls) != 8 {
+		t.Fatalf("found %d manifests in manifests/tools, want 8", len(yamls))
 	}
 	for _, y := range yamls {
 		copyFile(y, filepath.Join(dir, filepath.Base(y)))
@@ -49,6 +49,12 @@ func tree(t *testing.T) string {
 		copyFile(wasmtest.BuildGo(t, "./tools/"+name), filepath.Join(tmp, "build", "wasm", name+".wasm"))
 	}
 	copyFile(filepath.Join(root, "tools", "textwc", "textwc.wasm"), filepath.Join(tmp, "tools", "textwc", "textwc.wasm"))
+	// The native plugin tool (sqlite.query), built for the host.
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", filepath.Join(tmp, "build", "plugins", "sqlitequery"), "./tools/sqlitequery")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build tools/sqlitequery: %v\n%s", err, out)
+	}
 
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	pin := func(args ...string) (string, error) {
@@ -65,7 +71,7 @@ func tree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if out, err := pin(append([]string{"--check"}, files...)...); err == nil || strings.Count(out, "pinned "+zero) != 7 {
+	if out, err := pin(append([]string{"--check"}, files...)...); err == nil || strings.Count(out, "pinned "+zero) != 8 {
 		t.Fatalf("pin.sh --check on unpinned manifests: %v\n%s", err, out)
 	}
 	// ...pin.sh fixes them, and the check passes.
@@ -91,7 +97,7 @@ func TestManifests(t *testing.T) {
 	modules := map[string]*wasmtest.Module{}
 	for _, m := range ms {
 		byName[m.Metadata.Name] = m
-		if modules[m.ModulePath()] == nil {
+		if m.ModulePath() != "" && modules[m.ModulePath()] == nil {
 			modules[m.ModulePath()] = wasmtest.Load(t, m.ModulePath())
 		}
 	}
@@ -174,11 +180,13 @@ func TestManifests(t *testing.T) {
 		}
 	}
 
-	// Grants: only the workspace tools get a workspace, read-only but for write.
+	// Grants: only the workspace tools get a workspace, read-only but for
+	// write and sqlite.query (isolated plugins mount it read-write only; the
+	// tool opens its database read-only).
 	for name, m := range byName {
 		granted, readOnly := m.GrantsWorkspace()
-		wantGrant := strings.HasPrefix(name, "workspace.")
-		if granted != wantGrant || (granted && readOnly != (name != "workspace.write")) {
+		wantGrant := strings.HasPrefix(name, "workspace.") || name == "sqlite.query"
+		if granted != wantGrant || (granted && readOnly != (name != "workspace.write" && name != "sqlite.query")) {
 			t.Errorf("%s: workspace granted=%v readOnly=%v", name, granted, readOnly)
 		}
 		c := m.Spec.Capabilities

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Pin each tool manifest to the digest of the module it names.
 #
-#   tools/pin.sh            rewrite spec.runtime.wasm.sha256 of every manifest in
-#                           manifests/tools/ and manifests/examples/tools/ to the
-#                           sha256 of its module
+#   tools/pin.sh            rewrite spec.runtime.wasm.sha256 (or plugin.sha256) of
+#                           every manifest in manifests/tools/ and
+#                           manifests/examples/tools/ to the sha256 of its module
+#                           (or plugin binary)
 #   tools/pin.sh --check    change nothing; exit 1 listing every manifest whose
 #                           pin differs from its module (or whose module is
 #                           missing): the `make check` gate
@@ -37,8 +38,9 @@ else
 	files+=("$root"/manifests/examples/tools/*.yaml)
 fi
 
-# The one `module:` and `sha256:` of spec.runtime.wasm, in block or flow style.
-module_re='module:[[:space:]]*"?([^"[:space:],}]+)"?'
+# The one `module:` (spec.runtime.wasm) or `command:` (spec.runtime.plugin)
+# and `sha256:` of the runtime, in block or flow style.
+module_re='(module|command):[[:space:]]*"?([^"[:space:],}]+)"?'
 sha_re='(sha256:[[:space:]]*)"?[0-9A-Fa-f]*"?'
 
 stale=()
@@ -46,14 +48,14 @@ for f in "${files[@]}"; do
 	rel="${f#"$root"/}"
 	n="$(grep -cE "^[^#]*$module_re" "$f" || true)"
 	if [ "$n" != 1 ]; then
-		echo "pin.sh: $rel: want exactly one wasm module: line, found $n" >&2
+		echo "pin.sh: $rel: want exactly one wasm module: or plugin command: line, found $n" >&2
 		exit 1
 	fi
 	if [ "$(grep -cE "^[^#]*sha256:" "$f" || true)" != 1 ]; then
 		echo "pin.sh: $rel: want exactly one sha256: line" >&2
 		exit 1
 	fi
-	module="$(grep -E "^[^#]*$module_re" "$f" | sed -E "s/.*$module_re.*/\1/")"
+	module="$(grep -E "^[^#]*$module_re" "$f" | sed -E "s/.*$module_re.*/\2/")"
 	case "$module" in
 	/*) path="$module" ;;
 	*) path="$(dirname "$f")/$module" ;;

@@ -27,8 +27,28 @@ const (
 	// are whole pages.
 	WasmPageSize = 64 * KiB
 
-	// MaxModuleBytes bounds the size of a tool's module file.
+	// MaxModuleBytes bounds the size of a tool's module file or plugin
+	// binary.
 	MaxModuleBytes = 256 * MiB
+
+	// Bounds and defaults of the plugin limits.
+	MinProcesses        = 1
+	MaxProcesses        = 4096
+	DefaultProcesses    = 16
+	MinOpenFiles        = 16
+	MaxOpenFiles        = 65536
+	DefaultOpenFiles    = 256
+	MinCPUTime          = Duration(10 * time.Millisecond)
+	MaxCPUTime          = Duration(time.Hour)
+	MinFileSize         = KiB
+	MaxFileSize         = 64 * GiB
+	DefaultFileSize     = 64 * MiB
+	DefaultPluginMemory = 2 * GiB
+
+	// MaxPluginArgs bounds spec.runtime.plugin.args, and MaxPluginArgBytes
+	// each of them.
+	MaxPluginArgs     = 64
+	MaxPluginArgBytes = 4096
 )
 
 // DefaultLimits are the limits of a manifest that sets none: memory 64MiB,
@@ -72,6 +92,15 @@ func (m *Manifest) Digest() string {
 		return m.Spec.Runtime.Plugin.SHA256
 	}
 	return ""
+}
+
+// PluginPath is the absolute, cleaned path of the tool's plugin binary,
+// or "" for a tool that is not a plugin tool.
+func (m *Manifest) PluginPath() string {
+	if m.Spec.Runtime.Plugin == nil {
+		return ""
+	}
+	return m.Spec.Runtime.Plugin.Command
 }
 
 // MemoryPages is the memory limit in 64KiB WebAssembly pages.

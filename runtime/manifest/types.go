@@ -82,9 +82,12 @@ type WasmRuntime struct {
 
 // PluginRuntime is a native go-plugin binary pinned by its SHA-256.
 type PluginRuntime struct {
+	// Command is the binary. In YAML it is absolute or relative to the
+	// manifest file's directory; after loading it is an absolute, cleaned
+	// path.
 	Command string   `yaml:"command" json:"command"`
 	Args    []string `yaml:"args,omitempty" json:"args,omitempty"`
-	SHA256  string   `yaml:"sha256" json:"sha256"`
+	SHA256  string   `yaml:"sha256" json:"sha256"` // lowercase hex
 }
 
 // Capabilities is everything the tool may reach; nothing else is granted.
@@ -158,8 +161,25 @@ type Limits struct {
 	Memory  ByteSize `yaml:"memory" json:"memory"`
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 	Output  ByteSize `yaml:"output" json:"output"`
-	// Concurrency bounds the tool's simultaneous instances (default 16).
+	// Concurrency bounds the tool's simultaneous instances (default 16);
+	// for a plugin tool, its processes.
 	Concurrency int `yaml:"concurrency,omitempty" json:"concurrency,omitempty"`
+
+	// The OS limits of a plugin tool's process (rlimits); zero for a wasm
+	// tool, which may not set them. For a plugin, Memory bounds the address
+	// space (RLIMIT_AS; default DefaultPluginMemory).
+
+	// Processes bounds the processes and threads of the plugin (RLIMIT_NPROC,
+	// default 16).
+	Processes int `yaml:"processes,omitempty" json:"processes,omitempty"`
+	// OpenFiles bounds its open file descriptors (RLIMIT_NOFILE, default 256).
+	OpenFiles int `yaml:"open_files,omitempty" json:"open_files,omitempty"`
+	// CPUTime bounds the CPU time of one process (RLIMIT_CPU, default
+	// Timeout). A process that has used half of it is not reused.
+	CPUTime Duration `yaml:"cpu_time,omitempty" json:"cpu_time,omitempty"`
+	// FileSize bounds the size of a file the plugin writes (RLIMIT_FSIZE,
+	// default 64MiB).
+	FileSize ByteSize `yaml:"file_size,omitempty" json:"file_size,omitempty"`
 }
 
 // Rule is one of the tool's own CEL rules; it applies to this tool only.

@@ -112,7 +112,7 @@ func (c *checker) checkRuntime() {
 		c.at("spec.runtime.plugin", "spec.runtime has both wasm and plugin: keep exactly one")
 		return
 	case rt.Plugin != nil:
-		c.at("spec.runtime.plugin", "plugin runtime is not supported yet: it arrives with native plugin tools")
+		c.checkPlugin(rt.Plugin)
 		return
 	}
 	w := rt.Wasm
@@ -149,6 +149,57 @@ func (c *checker) checkRuntime() {
 	}
 	if pinOK && sum != w.SHA256 {
 		c.at("spec.runtime.wasm.sha256", "%v", digestMismatch(written, sum, w.SHA256))
+	}
+}
+
+// checkPlugin checks a plugin runtime and resolves its command against the
+// manifest's directory, as wasm modules are, then verifies the pin.
+func (c *checker) checkPlugin(p *PluginRuntime) {
+	if p.Command == "" {
+		c.at("spec.runtime.plugin.command", "spec.runtime.plugin.command is required: the plugin binary's path, absolute or relative to this manifest's directory")
+	}
+	if len(p.Args) > MaxPluginArgs {
+		c.at("spec.runtime.plugin.args", "spec.runtime.plugin.args has %d arguments; the limit is %d", len(p.Args), MaxPluginArgs)
+	}
+	for i, a := range p.Args {
+		if len(a) > MaxPluginArgBytes || strings.ContainsRune(a, 0) {
+			c.at(fmt.Sprintf("spec.runtime.plugin.args[%d]", i), "spec.runtime.plugin.args[%d] must be at most %d bytes without NUL", i, MaxPluginArgBytes)
+		}
+	}
+	pinOK := false
+	switch {
+	case p.SHA256 == "":
+		c.at("spec.runtime.plugin.sha256", "spec.runtime.plugin.sha256 is required: pin the binary with the output of sha256sum")
+	case !sha256Re.MatchString(p.SHA256):
+		c.at("spec.runtime.plugin.sha256", "spec.runtime.plugin.sha256 must be 64 lower-case hex digits (the output of sha256sum)")
+	default:
+		pinOK = true
+	}
+	if p.Command == "" || c.isBad("spec.runtime.plugin.command") {
+		return
+	}
+	written := p.Command
+	if strings.ContainsRune(written, 0) {
+		c.at("spec.runtime.plugin.command", "spec.runtime.plugin.command contains a NUL byte")
+		return
+	}
+	abs, err := filepath.Abs(c.file)
+	if err != nil {
+		c.at("spec.runtime.plugin.command", "cannot resolve the manifest's directory: %v", err)
+		return
+	}
+	if filepath.IsAbs(written) {
+		p.Command = filepath.Clean(written)
+	} else {
+		p.Command = filepath.Join(filepath.Dir(abs), written)
+	}
+	sum, err := hashFile(p.Command, nil)
+	if err != nil {
+		c.at("spec.runtime.plugin.command", "plugin binary %s (%s): %v: build it (make plugins) or fix the path", written, p.Command, err)
+		return
+	}
+	if pinOK && sum != p.SHA256 {
+		c.at("spec.runtime.plugin.sha256", "plugin binary %s has sha256 %s but the manifest pins %s: rebuild the binary or update the pin", written, sum, p.SHA256)
 	}
 }
 
@@ -213,12 +264,61 @@ func (c *checker) checkLimits() {
 	} else {
 		l.Output = def.Output
 	}
+	c.checkPluginLimits()
 	if c.present("spec.limits.concurrency") {
 		if l.Concurrency < MinConcurrency || l.Concurrency > MaxConcurrency {
 			c.at("spec.limits.concurrency", "spec.limits.concurrency %d is out of bounds: between %d and %d", l.Concurrency, MinConcurrency, MaxConcurrency)
 		}
 	} else {
 		l.Concurrency = def.Concurrency
+	}
+}
+
+// checkPluginLimits checks the OS limits, which only plugin tools have,
+// and fills in their defaults.
+func (c *checker) checkPluginLimits() {
+	l := &c.m.Spec.Limits
+	plugin := c.m.Spec.Runtime.Plugin != nil && c.m.Spec.Runtime.Wasm == nil
+	fields := []string{"processes", "open_files", "cpu_time", "file_size"}
+	if !plugin {
+		for _, f := range fields {
+			if c.present("spec.limits." + f) {
+				c.at("spec.limits."+f, "spec.limits.%s applies to plugin tools only: remove it", f)
+			}
+		}
+		l.Processes, l.OpenFiles, l.CPUTime, l.FileSize = 0, 0, 0, 0
+		return
+	}
+	if !c.present("spec.limits.memory") {
+		l.Memory = DefaultPluginMemory
+	}
+	if c.present("spec.limits.processes") {
+		if l.Processes < MinProcesses || l.Processes > MaxProcesses {
+			c.at("spec.limits.processes", "spec.limits.processes %d is out of bounds: between %d and %d", l.Processes, MinProcesses, MaxProcesses)
+		}
+	} else {
+		l.Processes = DefaultProcesses
+	}
+	if c.present("spec.limits.open_files") {
+		if l.OpenFiles < MinOpenFiles || l.OpenFiles > MaxOpenFiles {
+			c.at("spec.limits.open_files", "spec.limits.open_files %d is out of bounds: between %d and %d", l.OpenFiles, MinOpenFiles, MaxOpenFiles)
+		}
+	} else {
+		l.OpenFiles = DefaultOpenFiles
+	}
+	if c.present("spec.limits.cpu_time") {
+		if l.CPUTime < MinCPUTime || l.CPUTime > MaxCPUTime {
+			c.at("spec.limits.cpu_time", "spec.limits.cpu_time %s is out of bounds: between %s and %s", l.CPUTime, MinCPUTime, MaxCPUTime)
+		}
+	} else {
+		l.CPUTime = l.Timeout
+	}
+	if c.present("spec.limits.file_size") {
+		if l.FileSize < MinFileSize || l.FileSize > MaxFileSize {
+			c.at("spec.limits.file_size", "spec.limits.file_size %s is out of bounds: between %s and %s", l.FileSize, MinFileSize, MaxFileSize)
+		}
+	} else {
+		l.FileSize = DefaultFileSize
 	}
 }
 

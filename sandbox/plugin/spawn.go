@@ -1,0 +1,98 @@
+package plugin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/airlock-dev/airlock/sandbox"
+)
+
+// maxBinaryBytes bounds the size of a plugin binary.
+const maxBinaryBytes = 512 << 20
+
+// spawnSpec is what one process start needs.
+type spawnSpec struct {
+	Binary            string
+	SHA256            string
+	Args              []string
+	Env               []string // the complete environment
+	Workspace         string   // host dir at /workspace ("" none)
+	ReadOnlyWorkspace bool
+	SocketDir         string // host dir at the same path inside
+	Limits            procLimits
+}
+
+// command returns the command that starts one process, the cleanup to run
+// after it exits, and (unisolated) the go-plugin SecureConfig that checks
+// the binary right before it starts.
+func (b *Backend) command(t *tool, s spawnSpec) (*exec.Cmd, func(), *goplugin.SecureConfig, *sandbox.Error) {
+	if b.cfg.Unisolated {
+		return plainCommand(t, s)
+	}
+	cmd, cleanup, err := isolatedCommand(context.Background(), s, b.cfg.Accept)
+	if err != nil {
+		if d, ok := asDigestMismatch(err); ok {
+			return nil, nil, nil, digestError(t.name, s.Binary, d, s.SHA256)
+		}
+		return nil, nil, nil, t.runError(sandbox.KindModule, err, "the plugin process cannot be isolated: %v", err)
+	}
+	return cmd, cleanup, nil, nil
+}
+
+// plainCommand is an unisolated process: the binary by absolute path, the
+// given environment only, its own process group, killed with the executor.
+// go-plugin's SecureConfig hashes the binary right before it starts.
+func plainCommand(t *tool, s spawnSpec) (*exec.Cmd, func(), *goplugin.SecureConfig, *sandbox.Error) {
+	sum, err := hex.DecodeString(s.SHA256)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, nil, nil, t.runError(sandbox.KindModule, err, "pin %q is not a SHA-256 in hex", s.SHA256)
+	}
+	cmd := &exec.Cmd{
+		Path: s.Binary,
+		Args: append([]string{s.Binary}, s.Args...),
+		Env:  append([]string(nil), s.Env...),
+		Dir:  s.SocketDir,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	return cmd, func() {}, &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()}, nil
+}
+
+// hashBinary returns the SHA-256 (hex) of a regular file of at most
+// maxBinaryBytes.
+func hashBinary(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > maxBinaryBytes {
+		return "", fmt.Errorf("%s is %d bytes, over the %d allowed", path, fi.Size(), maxBinaryBytes)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, maxBinaryBytes+1))
+	if err != nil {
+		return "", err
+	}
+	if n > maxBinaryBytes {
+		return "", fmt.Errorf("%s grew past %d bytes while it was read", path, maxBinaryBytes)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
