@@ -66,16 +66,20 @@ func (m *Main) auditCommand() *cobra.Command {
 	tail.Flags().StringVar(&storeURL, "store", "", "the executors' PostgreSQL URL, when they share one")
 	tail.Flags().IntVarP(&n, "lines", "n", 20, "how many events")
 
-	var vdata, vstoreURL string
+	var vdata, vstoreURL, vfile string
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "verify the whole hash chain; names every edited, deleted or reordered event",
 		Long: `verify walks the audit chain from its first event and checks every link. It
 exits 1 and names the events when one was edited, deleted or reordered. It
 prints the head (seq and hash): record it elsewhere, since deleting the newest
-events leaves a shorter chain that is still valid.`,
+events leaves a shorter chain that is still valid. With --file it verifies an
+unfiltered 'airlock audit export' instead of the store.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if vfile != "" {
+				return m.verifyFile(vfile)
+			}
 			st, err := openStore(cmd, vdata, vstoreURL)
 			if err != nil {
 				return err
@@ -91,7 +95,8 @@ events leaves a shorter chain that is still valid.`,
 	}
 	verify.Flags().StringVar(&vdata, "data", server.DefaultDataDir, "the executor's data directory")
 	verify.Flags().StringVar(&vstoreURL, "store", "", "the executors' PostgreSQL URL, when they share one")
-	cmd.AddCommand(tail, verify)
+	verify.Flags().StringVar(&vfile, "file", "", "verify this 'airlock audit export' file instead of the store")
+	cmd.AddCommand(tail, verify, m.auditExportCommand())
 	return cmd
 }
 

@@ -164,7 +164,8 @@ func (cf *clientFlags) rpcErr(err error) error {
 
 func (m *Main) callCommand() *cobra.Command {
 	var cf clientFlags
-	var task, why string
+	var task, why, idemKey string
+	var waitApproval time.Duration
 	cmd := &cobra.Command{
 		Use:   "call [flags] TOOL 'JSON'",
 		Short: "submit an intent and print its outcome as JSON",
@@ -182,7 +183,8 @@ approval, 5 failed or timeout, 6 invalid, 2 usage or connection error.`,
 				argsJSON = string(b)
 			}
 			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
-				out, err := c.Submit(ctx, args[0], argsJSON, client.WithTask(task), client.WithJustification(why))
+				out, err := c.Submit(ctx, args[0], argsJSON, client.WithTask(task), client.WithJustification(why),
+					client.WithIdempotencyKey(idemKey), client.WithApprovalWait(waitApproval))
 				if err != nil {
 					return cf.rpcErr(err)
 				}
@@ -198,6 +200,8 @@ approval, 5 failed or timeout, 6 invalid, 2 usage or connection error.`,
 	m.addClientFlags(cmd, &cf)
 	cmd.Flags().StringVar(&task, "task", "", "the task the intent belongs to")
 	cmd.Flags().StringVar(&why, "justification", "", "why the planner wants this call")
+	cmd.Flags().StringVar(&idemKey, "idempotency-key", "", "submit idempotently: the same key with the same call returns the first outcome instead of running again")
+	cmd.Flags().DurationVar(&waitApproval, "wait-approval", 0, "when policy requires an approval, wait up to this long for it (the executor caps it) instead of exiting 4 at once")
 	return cmd
 }
 
@@ -386,13 +390,14 @@ func (m *Main) taskCommand() *cobra.Command {
 func (m *Main) intentCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "intent", Short: "show intents"}
 	var cf clientFlags
+	var wait time.Duration
 	get := &cobra.Command{
 		Use:   "get INTENT_ID",
 		Short: "print the stored outcome of an intent as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.do(cmd, func(ctx context.Context, c *client.Client) error {
-				out, err := c.Intents.GetIntent(ctx, &airlockv1.GetIntentRequest{IntentId: args[0]})
+				out, err := c.GetIntent(ctx, args[0], wait)
 				if err != nil {
 					return cf.rpcErr(err)
 				}
@@ -406,6 +411,7 @@ func (m *Main) intentCommand() *cobra.Command {
 		},
 	}
 	m.addClientFlags(get, &cf)
+	get.Flags().DurationVar(&wait, "wait", 0, "while the intent is pending approval, wait up to this long for its outcome")
 	cmd.AddCommand(get)
 	return cmd
 }

@@ -13,12 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/isolate"
 	"github.com/airlock-dev/airlock/internal/testenv"
 )
 
 var airlockBin string
 
 func TestMain(m *testing.M) {
+	// The executors these tests run in-process start isolated plugin
+	// processes through this test binary (internal/isolate).
+	isolate.Init()
 	dir, err := os.MkdirTemp("", "airlock-e2e")
 	if err != nil {
 		panic(err)

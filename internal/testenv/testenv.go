@@ -76,6 +76,9 @@ type Options struct {
 	Egress *egress.Client
 	// Credentials is a credential sources file.
 	Credentials string
+	// Configure, when set, adjusts the server options last: an mTLS
+	// listener, approvers, approval settings, plugin isolation.
+	Configure func(*server.Options)
 }
 
 // Start runs an executor until the test ends. It fails the test if the
@@ -110,14 +113,16 @@ func TryStart(tb testing.TB, o Options) (*Executor, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	x.cancel = cancel
 	ready := make(chan struct{})
-	go func() {
-		x.done <- server.Run(ctx, server.Options{
-			Socket: x.Socket, ManifestsDir: o.Manifests, PoliciesDir: o.Policies, DataDir: o.Data,
-			Egress: o.Egress, CredentialsFile: o.Credentials,
-			StoreSync: o.StoreSync, CacheDir: CacheDir(), MaxInstances: o.MaxInstances, Logger: log, DrainTimeout: 20 * time.Second,
-			Ready: func(string) { close(ready) },
-		})
-	}()
+	so := server.Options{
+		Socket: x.Socket, ManifestsDir: o.Manifests, PoliciesDir: o.Policies, DataDir: o.Data,
+		Egress: o.Egress, CredentialsFile: o.Credentials,
+		StoreSync: o.StoreSync, CacheDir: CacheDir(), MaxInstances: o.MaxInstances, Logger: log, DrainTimeout: 20 * time.Second,
+		Ready: func(string) { close(ready) },
+	}
+	if o.Configure != nil {
+		o.Configure(&so)
+	}
+	go func() { x.done <- server.Run(ctx, so) }()
 	select {
 	case <-ready:
 	case err := <-x.done:

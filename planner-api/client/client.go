@@ -197,9 +197,10 @@ func OutcomeJSON(o *airlockv1.Outcome) ([]byte, error) {
 		Decision     *decisionJSON   `json:"decision,omitempty"`
 		DurationMS   float64         `json:"duration_ms"`
 		AuditEventID string          `json:"audit_event_id,omitempty"`
+		ApprovalID   string          `json:"approval_id,omitempty"`
 	}{
 		IntentID: o.GetIntentId(), Status: StatusName(o.GetStatus()), Tool: o.GetTool(), TaskID: o.GetTaskId(),
-		AuditEventID: o.GetAuditEventId(),
+		AuditEventID: o.GetAuditEventId(), ApprovalID: o.GetApprovalId(),
 	}
 	if out := o.GetOutput(); out != "" {
 		if json.Valid([]byte(out)) {

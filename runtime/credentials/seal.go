@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -122,4 +123,87 @@ func (s *Sealer) Open(leaseID string, sealed []byte) ([]byte, error) {
 		return nil, fmt.Errorf("lease %s: sealed reference does not open with the lease key (wrong key, or the row was altered)", leaseID)
 	}
 	return ref, nil
+}
+
+// LoadSealerFile reads a lease-reference key shared by every executor of
+// one deployment (serve --lease-key-file): exactly 32 bytes, either raw or
+// as 64 hex digits (one trailing newline allowed). Anything else is an
+// error naming the file. The file must be a regular file that group and
+// others cannot access. Create one with
+//
+//	(umask 077; openssl rand -hex 32 > lease.key)
+//
+// and give the same file to every executor that shares the store: each of
+// them then revokes the leases the others issued.
+func LoadSealerFile(path string) (*Sealer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("lease key file %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("lease key file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("lease key file %s is not a regular file (%s)", path, fi.Mode())
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("lease key file %s is accessible to group or others (mode %s): chmod 600 it", path, fi.Mode().Perm())
+	}
+	// The largest valid content: 64 hex digits and "\r\n".
+	const maxLen = 2*keySize + 2
+	raw, err := io.ReadAll(io.LimitReader(f, maxLen+1))
+	if err != nil {
+		return nil, fmt.Errorf("lease key file %s: %w", path, err)
+	}
+	if len(raw) > maxLen {
+		return nil, fmt.Errorf("lease key file %s is larger than %d bytes: write exactly %d random bytes, raw or as %d hex digits (openssl rand -hex %d)",
+			path, maxLen, keySize, 2*keySize, keySize)
+	}
+	key, err := parseLeaseKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("lease key file %s: %w", path, err)
+	}
+	return NewSealer(key)
+}
+
+// parseLeaseKey accepts 32 raw bytes, or 64 hex digits with at most one
+// trailing newline (\n or \r\n).
+func parseLeaseKey(raw []byte) ([]byte, error) {
+	if len(raw) == keySize {
+		// 32 random bytes are all hex digits with a probability of about
+		// 1e-34: such a file is half of a hex key (openssl rand -hex 16).
+		if isHex(raw) {
+			return nil, fmt.Errorf("holds %d hex digits, which is %d bytes of key: write %d hex digits (openssl rand -hex %d)",
+				len(raw), len(raw)/2, 2*keySize, keySize)
+		}
+		return raw, nil
+	}
+	text := raw
+	if n := len(text); n > 0 && text[n-1] == '\n' {
+		text = text[:n-1]
+		if n := len(text); n > 0 && text[n-1] == '\r' {
+			text = text[:n-1]
+		}
+	}
+	if len(text) == 2*keySize {
+		key := make([]byte, keySize)
+		if _, err := hex.Decode(key, text); err == nil {
+			return key, nil
+		}
+		return nil, fmt.Errorf("holds %d characters that are not all hex digits: write exactly %d random bytes, raw or as %d hex digits (openssl rand -hex %d)",
+			len(text), keySize, 2*keySize, keySize)
+	}
+	return nil, fmt.Errorf("holds %d bytes: write exactly %d random bytes, raw or as %d hex digits (openssl rand -hex %d)",
+		len(raw), keySize, 2*keySize, keySize)
+}
+
+func isHex(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }

@@ -184,6 +184,11 @@ const drainWait = 30 * time.Second
 // cancelTask cancels the calls in flight of a task that ended and waits
 // (bounded) until they are gone.
 func (e *Executor) cancelTask(taskID string) {
+	// Then the backend's per-task state goes (plugin processes that mount
+	// the task's workspace).
+	if te, ok := e.cfg.Backend.(sandbox.TaskEnder); ok {
+		defer te.EndTask(taskID)
+	}
 	e.mu.Lock()
 	sc, ok := e.taskCtx[taskID]
 	delete(e.taskCtx, taskID)

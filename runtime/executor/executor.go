@@ -62,7 +62,13 @@ type Config struct {
 	DataDir string
 	// Logger receives one line per audit event. Default: no logging.
 	Logger *zerolog.Logger
-	// ExecutorID names this executor in audit events. Default: hostname.
+	// ExecutorID names this executor in audit events and in the
+	// idempotency keys it reserves (serve --executor-id). Default: the
+	// hostname and a random suffix, new on every start. An id set by the
+	// operator must be unique among the executors sharing a store and may
+	// stay the same across restarts: a restarted executor then settles at
+	// once, as interrupted, the intents its previous run reserved an
+	// idempotency key for and left without an outcome.
 	ExecutorID string
 	// Egress performs the HTTP requests of tools granted network. Required
 	// when a tool is granted network.
@@ -71,9 +77,38 @@ type Config struct {
 	// tool declares credentials; leases are sealed with a key kept in
 	// DataDir/keys.
 	Credentials *credentials.Registry
+	// LeaseKey seals lease revocation references. Every executor sharing
+	// one store must use the same key (serve --lease-key-file), so that
+	// each can revoke the leases the others issued. Nil: a key of this
+	// executor alone, kept in DataDir/keys.
+	LeaseKey *credentials.Sealer
 	// DefaultTaskTTL applies when BeginTask asks for none (default 1h);
 	// MaxTaskTTL caps what it asks for (default 24h).
 	DefaultTaskTTL, MaxTaskTTL time.Duration
+	// ApprovalTTL is how long a pending approval waits for an operator
+	// (default 1h), never past its task's expiry.
+	ApprovalTTL time.Duration
+	// ApprovalWaitMax caps how long Submit (approval_wait) and GetIntent
+	// (wait) wait for a decision (default 5m).
+	ApprovalWaitMax time.Duration
+	// ApprovalPoll is how often the approvals loop runs approved intents
+	// nobody waits for and expires pending approvals (default 500ms).
+	ApprovalPoll time.Duration
+	// ApprovalStaleClaim is how old a claim of an approved intent may grow
+	// before the loop decides its executor died mid-run and records the
+	// intent failed (code interrupted) instead of running it again
+	// (default 15m, and at least twice the longest tool timeout).
+	ApprovalStaleClaim time.Duration
+	// InterruptMargin is how long past its tool's timeout an intent whose
+	// idempotency key is reserved may stay without an outcome before a
+	// resubmission with the key settles it as interrupted (default 1m).
+	// It covers what runs outside the tool's timeout (credential leases,
+	// commits) and clock skew between executors sharing a store.
+	InterruptMargin time.Duration
+	// Approvers restricts who may approve and deny: SPIFFE ID patterns
+	// (identity.ParsePattern). Empty: any authenticated caller other than
+	// the requester.
+	Approvers []identity.Pattern
 }
 
 // Executor runs the intent pipeline. It is safe for concurrent use.
@@ -97,6 +132,15 @@ type Executor struct {
 
 	stopReaper context.CancelFunc
 	reaperDone chan struct{}
+
+	approvals approvalState
+
+	// runID names this run of the executor ("<ExecutorID>/run_..."): its
+	// idempotency reservations and approval claims.
+	runID string
+	// inflight holds the intents of this run that reserved an idempotency
+	// key and whose outcome is not stored yet (guarded by mu).
+	inflight map[string]bool
 }
 
 type taskScope struct {
@@ -133,7 +177,10 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		cfg.MaxTaskTTL = MaxTaskTTL
 	}
 	if cfg.ExecutorID == "" {
-		cfg.ExecutorID, _ = os.Hostname()
+		cfg.ExecutorID = DefaultExecutorID()
+	}
+	if cfg.InterruptMargin <= 0 {
+		cfg.InterruptMargin = DefaultInterruptMargin
 	}
 	log := zerolog.Nop()
 	if cfg.Logger != nil {
@@ -146,6 +193,8 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 		tasks:     make(map[string]*store.Task),
 		taskCtx:   make(map[string]*taskScope),
 		openTasks: make(map[string]int),
+		runID:     clip(cfg.ExecutorID, 200) + "/" + newID("run"),
+		inflight:  make(map[string]bool),
 	}
 	e.wsRoot = filepath.Join(cfg.DataDir, "workspaces")
 	if err := os.MkdirAll(e.wsRoot, 0o700); err != nil {
@@ -212,7 +261,7 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	sort.Strings(e.toolOrder)
 	e.committer = store.NewCommitter(cfg.Store, store.CommitterOptions{})
 	if cfg.Credentials != nil {
-		sealer, err := credentials.LoadOrCreateSealer(filepath.Join(cfg.DataDir, "keys"))
+		sealer, err := e.leaseSealer()
 		if err != nil {
 			e.closeTools(ctx)
 			return nil, fmt.Errorf("credential lease key: %w", err)
@@ -236,6 +285,7 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	e.stopReaper = cancel
 	e.reaperDone = make(chan struct{})
 	go e.reapExpiredTasks(rctx)
+	e.startApprovals()
 	return e, nil
 }
 
@@ -284,6 +334,7 @@ func (e *Executor) checkGrants(lt *loadedTool) string {
 // prepared tools. In-flight calls must have finished (the server drains
 // them first).
 func (e *Executor) Close(ctx context.Context) error {
+	e.stopApprovals()
 	e.stopReaper()
 	<-e.reaperDone
 	err := e.committer.Close(ctx)
@@ -318,7 +369,37 @@ func (e *Executor) Submit(ctx context.Context, caller identity.Caller, req *airl
 		e: e, caller: caller, req: req, start: start,
 		out: &airlockv1.Outcome{IntentId: newID("int"), TaskId: req.GetTaskId(), Tool: req.GetTool()},
 	}
+	if oerr := checkIdempotencyKey(req.GetIdempotencyKey()); oerr != nil {
+		c.reject(ctx, airlockv1.Status_STATUS_INVALID, oerr)
+		return c.out
+	}
+	if key := req.GetIdempotencyKey(); key != "" {
+		rec, err := e.cfg.Store.Idempotency(ctx, caller.SpiffeID, key)
+		switch {
+		case err == nil:
+			return e.replay(ctx, caller, req, rec)
+		case !errors.Is(err, store.ErrNotFound):
+			c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("store_unavailable",
+				"the idempotency key could not be looked up, so nothing ran: "+err.Error(), ""))
+			return c.out
+		}
+	}
 	c.run(ctx)
+	if c.idemConflict {
+		// Another submission with the same key won the reservation.
+		rec, err := e.cfg.Store.Idempotency(ctx, caller.SpiffeID, req.GetIdempotencyKey())
+		if err != nil {
+			c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("store_unavailable",
+				"the idempotency key was taken concurrently and its record could not be read: "+err.Error(), ""))
+			return c.out
+		}
+		return e.replay(ctx, caller, req, rec)
+	}
+	if c.out.Status == airlockv1.Status_STATUS_PENDING_APPROVAL && c.approvalNew != nil {
+		if w := e.waitBound(req.GetApprovalWait()); w > 0 {
+			return e.waitDecision(ctx, caller, c.out, w)
+		}
+	}
 	return c.out
 }
 
@@ -337,6 +418,21 @@ type call struct {
 	credDir    string // host directory of file-injected credentials ("" none)
 	argsDigest string
 	decision   *policy.Decision
+
+	// idem is the idempotency reservation, committed with the first batch
+	// that commits before the tool can run; nil once committed or when
+	// there is no key. idemConflict: the key was taken concurrently.
+	idem         *store.IdempotencyRecord
+	idemConflict bool
+	// reserved: the idempotency key was reserved ahead of the outcome, so
+	// the outcome claims the intent's outcome marker (outcomeMarker): of it
+	// and a resubmission settling the intent as interrupted, one wins.
+	reserved bool
+	// approvalNew is the pending approval this intent creates.
+	approvalNew *store.Approval
+	// claimed is the approval this call runs under, claimed by this
+	// executor; its outcome moves it claimed -> done.
+	claimed *store.Approval
 }
 
 func (c *call) run(ctx context.Context) {
@@ -380,8 +476,32 @@ func (c *call) run(ctx context.Context) {
 	canonical := manifest.Canonical(args)
 	sum := sha256.Sum256(canonical)
 	c.argsDigest = hex.EncodeToString(sum[:])
+	if key := c.req.GetIdempotencyKey(); key != "" {
+		c.idem = &store.IdempotencyRecord{
+			Caller: c.caller.SpiffeID, Key: key, IntentID: c.out.IntentId, TaskID: c.req.GetTaskId(),
+			Tool: t.m.Metadata.Name, ArgsSHA256: c.argsDigest, CreatedAt: c.start.UTC(), Executor: e.runID,
+		}
+	}
 
 	// 4. decide.
+	d := c.decide(ctx, args, nil)
+	if d.Effect == policy.RequireApproval {
+		// 5. approve: a pending approval bound to these exact arguments.
+		c.requireApproval(ctx, canonical)
+		return
+	}
+	if d.Effect != policy.Allow {
+		c.reject(ctx, airlockv1.Status_STATUS_DENIED, outcomeError("denied", d.Message, ""))
+		return
+	}
+	c.execute(ctx, canonical)
+}
+
+// decide evaluates policy for the call (step 4) and records the decision
+// in the outcome. approval is nil on the first decision; the re-check of
+// an approved intent passes its approval.
+func (c *call) decide(ctx context.Context, args any, approval *policy.Approval) policy.Decision {
+	e, t := c.e, c.tool
 	in := &policy.Input{
 		Caller:  policy.Caller{SpiffeID: c.caller.SpiffeID, TrustDomain: c.caller.TrustDomain, Path: c.caller.Path},
 		Tool:    t.policy,
@@ -396,32 +516,49 @@ func (c *call) run(ctx context.Context) {
 		}
 		c.e.mu.Unlock()
 	}
+	in.Approval = approval
 	d := e.cfg.Policy.Decide(ctx, in)
 	c.decision = &d
 	c.out.Decision = &airlockv1.Decision{Effect: effectProto(d.Effect), Rules: d.Rules, Message: d.Message}
+	return d
+}
 
-	if d.Effect != policy.Allow {
-		status := airlockv1.Status_STATUS_DENIED
-		msg := d.Message
-		if d.Effect == policy.RequireApproval {
-			msg = strings.TrimSpace(msg + " (this call requires a human approval, and approvals are not available in this executor yet)")
-		}
-		c.reject(ctx, status, outcomeError("denied", msg, ""))
-		return
-	}
+// execute runs an allowed intent: it records the decision (with the
+// idempotency reservation) before anything with side effects can happen,
+// leases credentials, runs the tool and records its outcome (steps 4b-9).
+func (c *call) execute(ctx context.Context, canonical []byte) {
+	e, t := c.e, c.tool
 
 	// 4b. A tool that can change something outside its instance runs only
 	// once its decision is durable. A tool that cannot (no writable
 	// workspace, no network, no credentials) has nothing to record ahead:
 	// its decision commits with its execution, before the reply, in one
 	// transaction.
+	// An idempotency key is reserved by the same commit, before the tool
+	// can run: a concurrent submission with the key runs nothing.
 	ev := c.event(audit.TypeDecision)
-	if t.sideEffects {
-		if err := e.commit(ctx, &store.Batch{Events: []*audit.Event{ev}}); err != nil {
+	if t.sideEffects || c.idem != nil {
+		b := &store.Batch{Events: []*audit.Event{ev}}
+		if c.idem != nil {
+			b.Idempotency = []*store.IdempotencyRecord{c.idem}
+			// In flight from before the reservation is durable until
+			// after the outcome is (or cannot be): a resubmission that
+			// finds the key reserved, no outcome and the intent not in
+			// flight here knows it was abandoned.
+			e.setInflight(c.out.IntentId, true)
+			defer e.setInflight(c.out.IntentId, false)
+		}
+		if err := e.commit(ctx, b); err != nil {
+			if c.idem != nil && errors.Is(err, store.ErrConflict) {
+				c.idemConflict = true
+				return
+			}
 			c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
 				"the decision could not be recorded, so the tool did not run: "+err.Error(), ""))
 			return
 		}
+		c.reserved = c.idem != nil
+		c.idem = nil
 		e.logEvent(ev)
 	} else {
 		c.pending = ev
@@ -561,16 +698,41 @@ func (c *call) finishWith(ctx context.Context, typ string, status airlockv1.Stat
 			Status: status.Name(), Created: c.start.UTC(), Outcome: rec,
 		}},
 	}
-	if c.task != nil {
+	counted := c.task != nil && status != airlockv1.Status_STATUS_PENDING_APPROVAL
+	if counted {
 		b.CallCounts = map[string]int64{c.task.ID: 1}
+	}
+	if c.idem != nil {
+		b.Idempotency = []*store.IdempotencyRecord{c.idem}
+	}
+	if c.approvalNew != nil {
+		b.Approvals = []*store.Approval{c.approvalNew}
+	}
+	if c.reserved {
+		b.Idempotency = append(b.Idempotency, outcomeMarker(c.caller.SpiffeID, c.out.IntentId, c.argsDigest))
+	}
+	if c.claimed != nil {
+		b.ApprovalChanges = []*store.ApprovalChange{{
+			ID: c.claimed.ID, From: []store.ApprovalState{store.ApprovalClaimed}, To: store.ApprovalDone,
+			At: time.Now().UTC(), IntentStatus: status.Name(),
+		}}
 	}
 	// The record must outlive a caller that hung up.
 	if err := c.e.commit(context.WithoutCancel(ctx), b); err != nil {
+		if c.idem != nil && errors.Is(err, store.ErrConflict) {
+			c.idemConflict = true
+			return
+		}
+		if c.reserved && errors.Is(err, store.ErrConflict) {
+			c.settledElsewhere(ctx, events)
+			return
+		}
 		c.fail(airlockv1.Status_STATUS_FAILED, outcomeError("audit_unavailable",
 			"the outcome could not be recorded, so it is withheld: "+err.Error(), ""))
 		return
 	}
-	if c.task != nil {
+	c.idem = nil
+	if counted {
 		c.e.mu.Lock()
 		c.task.CallCount++
 		c.e.mu.Unlock()
@@ -614,6 +776,12 @@ func (c *call) event(typ string) *audit.Event {
 	}
 	if j := c.req.GetJustification(); j != "" {
 		ev.Details = map[string]any{"justification": clip(j, maxLogString)}
+	}
+	if id := c.out.GetApprovalId(); id != "" {
+		if ev.Details == nil {
+			ev.Details = map[string]any{}
+		}
+		ev.Details["approval_id"] = id
 	}
 	if typ == audit.TypeExecution && c.out.Output != "" {
 		sum := sha256.Sum256([]byte(c.out.Output))

@@ -19,6 +19,8 @@ import (
 	"github.com/airlock-dev/airlock/runtime/policy"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
+	"github.com/airlock-dev/airlock/sandbox"
+	"github.com/airlock-dev/airlock/sandbox/plugin"
 	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
@@ -64,7 +66,15 @@ func newExecutor(t *testing.T) (*executor.Executor, *brokenStore, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { backend.Close(ctx) })
-	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: backend, Store: bs, DataDir: data,
+	// The bundled sqlite.query is a plugin tool: prepared (its binary
+	// verified), never started here.
+	plugins, err := plugin.New(ctx, plugin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plugins.Close(ctx) })
+	sandboxes := &sandbox.Mux{Wasm: backend, Plugin: plugins}
+	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: sandboxes, Store: bs, DataDir: data,
 		Egress: egress.New(egress.Config{})})
 	if err != nil {
 		t.Fatal(err)

@@ -100,6 +100,15 @@ func (e *Executor) EndTask(ctx context.Context, caller identity.Caller, id, reas
 	if err != nil {
 		return nil, err
 	}
+	// Another executor may have ended it: then it is not ended twice.
+	if open, err := e.openHere(ctx, t); err != nil {
+		return nil, err
+	} else if !open {
+		e.mu.Lock()
+		at := t.EndedAt
+		e.mu.Unlock()
+		return nil, &TaskError{"failed_precondition", fmt.Sprintf("task %s already ended at %s", t.ID, at.Format(time.RFC3339))}
+	}
 	if err := e.endTask(ctx, t, caller.SpiffeID, clip(reason, maxLogString)); err != nil {
 		return nil, err
 	}
@@ -164,6 +173,9 @@ func (e *Executor) GetTask(ctx context.Context, caller identity.Caller, id strin
 	if err != nil {
 		return nil, err
 	}
+	if _, err := e.openHere(ctx, t); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return taskProto(t), nil
@@ -212,7 +224,8 @@ func (e *Executor) ownedTask(ctx context.Context, caller identity.Caller, id str
 // taskFor checks the task an intent names; a non-nil *airlockv1.Error means
 // the intent is refused with the given status.
 func (e *Executor) taskFor(ctx context.Context, caller identity.Caller, id string) (*store.Task, *airlockv1.Error, airlockv1.Status) {
-	t, err := e.lookupTask(ctx, id)
+	// Read through to the store: another executor may have ended it.
+	t, ended, err := e.freshTask(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, outcomeError("unknown_task", fmt.Sprintf("task %q not found: begin one with `airlock task begin`", clip(id, 64)), "task_id"), airlockv1.Status_STATUS_INVALID
@@ -223,7 +236,7 @@ func (e *Executor) taskFor(ctx context.Context, caller identity.Caller, id strin
 		return nil, outcomeError("task_not_owned", fmt.Sprintf("task %s belongs to another caller: use a task you began", id), "task_id"), airlockv1.Status_STATUS_DENIED
 	}
 	e.mu.Lock()
-	ended, expires := t.EndedAt, t.ExpiresAt
+	expires := t.ExpiresAt
 	e.mu.Unlock()
 	if !ended.IsZero() {
 		return nil, outcomeError("task_ended", fmt.Sprintf("task %s ended at %s: begin a new task", id, ended.Format(time.RFC3339)), "task_id"), airlockv1.Status_STATUS_INVALID
@@ -249,6 +262,10 @@ func (e *Executor) workspace(taskID string) (string, error) {
 // reapExpiredTasks ends tasks whose TTL ran out.
 func (e *Executor) reapExpiredTasks(ctx context.Context) {
 	defer close(e.reaperDone)
+	// Tasks that other executors end are followed in the shared store.
+	followDone := make(chan struct{})
+	go func() { defer close(followDone); e.follow(ctx) }()
+	defer func() { <-followDone }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastRevoke time.Time
@@ -266,6 +283,10 @@ func (e *Executor) reapExpiredTasks(ctx context.Context) {
 			}
 			e.mu.Unlock()
 			for _, t := range due {
+				// Another executor may have ended it already.
+				if open, err := e.openHere(ctx, t); err != nil || !open {
+					continue
+				}
 				if err := e.endTask(ctx, t, "airlock", "ttl expired"); err != nil {
 					e.log.Error().Err(err).Str("task", t.ID).Msg("could not end an expired task")
 				}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -64,6 +66,10 @@ func grpcError(err error) error {
 		}
 		return status.Error(code, te.Message)
 	}
+	var ae *executor.ApprovalError
+	if errors.As(err, &ae) {
+		return status.Error(ae.Code, ae.Message)
+	}
 	if errors.Is(err, context.Canceled) {
 		return status.Error(codes.Canceled, err.Error())
 	}
@@ -120,7 +126,7 @@ func (s *intentService) Submit(ctx context.Context, req *airlockv1.SubmitRequest
 }
 
 func (s *intentService) GetIntent(ctx context.Context, req *airlockv1.GetIntentRequest) (*airlockv1.Outcome, error) {
-	o, err := s.x.GetIntent(ctx, callerOf(ctx), req.GetIntentId())
+	o, err := s.x.GetIntentWait(ctx, callerOf(ctx), req.GetIntentId(), req.GetWait())
 	if err != nil {
 		return nil, grpcError(err)
 	}
@@ -134,4 +140,79 @@ type toolService struct {
 
 func (s *toolService) ListTools(context.Context, *airlockv1.ListToolsRequest) (*airlockv1.ListToolsResponse, error) {
 	return &airlockv1.ListToolsResponse{Tools: s.x.ListTools()}, nil
+}
+
+// approvalService is the operator-facing ApprovalService (OpenApprovalsPage
+// is served by the approvals page, see extraServices.withApprovalsPage).
+type approvalService struct {
+	airlockv1.UnimplementedApprovalServiceServer
+	x *executor.Executor
+}
+
+func (s *approvalService) ListApprovals(ctx context.Context, req *airlockv1.ListApprovalsRequest) (*airlockv1.ListApprovalsResponse, error) {
+	as, err := s.x.ListApprovals(ctx, callerOf(ctx), req)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &airlockv1.ListApprovalsResponse{Approvals: as}, nil
+}
+
+func (s *approvalService) GetApproval(ctx context.Context, req *airlockv1.GetApprovalRequest) (*airlockv1.Approval, error) {
+	a, err := s.x.GetApproval(ctx, callerOf(ctx), req.GetApprovalId())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return a, nil
+}
+
+func (s *approvalService) Approve(ctx context.Context, req *airlockv1.DecideApprovalRequest) (*airlockv1.Approval, error) {
+	a, err := s.x.Approve(ctx, callerOf(ctx), req.GetApprovalId(), req.GetReason())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return a, nil
+}
+
+func (s *approvalService) Deny(ctx context.Context, req *airlockv1.DecideApprovalRequest) (*airlockv1.Approval, error) {
+	a, err := s.x.Deny(ctx, callerOf(ctx), req.GetApprovalId(), req.GetReason())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return a, nil
+}
+
+func (s *approvalService) WatchApprovals(req *airlockv1.WatchApprovalsRequest, ss grpc.ServerStreamingServer[airlockv1.ApprovalEvent]) error {
+	ctx := ss.Context()
+	c, err := identity.FromContext(ctx)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	err = s.x.WatchApprovals(ctx, c, req, func(a *airlockv1.Approval) error {
+		return ss.Send(&airlockv1.ApprovalEvent{Approval: a})
+	})
+	if err == nil || ctx.Err() != nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return grpcError(err)
+}
+
+// parseApprovers compiles the --approvers patterns.
+func parseApprovers(list []string) ([]identity.Pattern, error) {
+	var out []identity.Pattern
+	for _, s := range list {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			pat, err := identity.ParsePattern(p)
+			if err != nil {
+				return nil, fmt.Errorf("--approvers: %w", err)
+			}
+			out = append(out, pat)
+		}
+	}
+	return out, nil
 }

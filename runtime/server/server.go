@@ -31,9 +31,12 @@ import (
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/policy"
+	"github.com/airlock-dev/airlock/runtime/server/approvalsweb"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/postgres"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
+	"github.com/airlock-dev/airlock/sandbox"
+	"github.com/airlock-dev/airlock/sandbox/plugin"
 	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
@@ -75,6 +78,12 @@ type Options struct {
 	// Credentials); "" means none, and tools that declare credentials are
 	// refused at load.
 	CredentialsFile string
+	// LeaseKeyFile is the key that seals lease revocation references (32
+	// bytes, raw or hex; mode 0600), shared by every executor of one
+	// deployment so that each can revoke the leases the others issued.
+	// Required with a PostgreSQL Store and credential sources; "" keeps a
+	// key of this executor alone in DataDir/keys.
+	LeaseKeyFile string
 	// CredentialsListen, when set, serves the jwt sources' JWKS and token
 	// introspection over HTTP on this loopback address, for verifiers.
 	CredentialsListen string
@@ -103,6 +112,35 @@ type Options struct {
 	// ListenReady, when set, is called with the mTLS listener's actual
 	// address once it accepts connections.
 	ListenReady func(addr string)
+	// PluginAcceptMissing lists the OS isolation layers (internal/isolate:
+	// userns, pidns, mountns, ipcns, utsns, netns, rlimits, landlock,
+	// seccomp, nonewprivs, caps) the operator accepts missing on this host.
+	// Empty: a plugin tool is refused when any layer is unavailable.
+	PluginAcceptMissing []string
+
+	// Auditors are the SPIFFE ID patterns of the callers that may read the
+	// audit log through the AuditService (StreamAudit, VerifyAudit).
+	// Empty: only the executor's own uid on the unix socket.
+	Auditors []string
+	// ApprovalsListen, when set, serves the approvals web page on this
+	// loopback address (port 0 picks a free port); OpenApprovalsPage mints
+	// links to it. A non-loopback address is refused.
+	ApprovalsListen string
+
+	// ApprovalTTL bounds how long an approval stays pending (default 1h,
+	// never past its task's expiry); ApprovalWaitMax caps how long Submit
+	// and GetIntent wait for a decision (default 5m); ApprovalPoll is how
+	// often the approvals loop runs approved intents nobody waits for
+	// (default 500ms).
+	ApprovalTTL, ApprovalWaitMax, ApprovalPoll time.Duration
+	// ExecutorID names this executor in audit events and idempotency
+	// reservations (see executor.Config.ExecutorID). Empty: the hostname
+	// and a random suffix, new on every start.
+	ExecutorID string
+	// Approvers are the SPIFFE ID patterns of the callers that may list,
+	// approve and deny every approval. Empty: any authenticated caller
+	// other than the requester of the intent.
+	Approvers []string
 }
 
 // LoadConfig loads and validates every manifest and policy and compiles the
@@ -181,6 +219,29 @@ func Run(ctx context.Context, o Options) (err error) {
 	} else if o.ListenPublic {
 		return fmt.Errorf("--listen-public needs --listen ADDRESS")
 	}
+	auditors, err := NewAuditors(o.Auditors)
+	if err != nil {
+		return err
+	}
+	approvers, err := parseApprovers(o.Approvers)
+	if err != nil {
+		return err
+	}
+	if o.ApprovalsListen != "" {
+		if err := approvalsweb.CheckAddr(o.ApprovalsListen); err != nil {
+			return err
+		}
+	}
+	if o.ExecutorID != "" {
+		if err := executor.CheckExecutorID(o.ExecutorID); err != nil {
+			return fmt.Errorf("--executor-id: %w", err)
+		}
+	}
+
+	leaseKey, err := loadLeaseKey(o)
+	if err != nil {
+		return err
+	}
 
 	tools, eng, warnings, err := LoadConfig(o.ManifestsDir, o.PoliciesDir, nil)
 	if err != nil {
@@ -210,6 +271,13 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("start the wasm sandbox: %w", err)
 	}
 	defer func() { _ = backend.Close(context.WithoutCancel(ctx)) }()
+	// Native plugin tools run in isolated processes (sandbox/plugin).
+	plugins, err := plugin.New(ctx, plugin.Config{Logger: log, Accept: o.PluginAcceptMissing})
+	if err != nil {
+		return fmt.Errorf("start the plugin sandbox: %w", err)
+	}
+	defer func() { _ = plugins.Close(context.WithoutCancel(ctx)) }()
+	sandboxes := &sandbox.Mux{Wasm: backend, Plugin: plugins}
 
 	if o.Egress == nil {
 		o.Egress = egress.New(egress.Config{Logger: log})
@@ -222,8 +290,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer creds.Close()
 	}
 	x, err := executor.New(ctx, executor.Config{
-		Tools: tools, Policy: eng, Backend: backend, Store: st, DataDir: o.DataDir, Logger: &log,
-		Egress: o.Egress, Credentials: creds,
+		Tools: tools, Policy: eng, Backend: sandboxes, Store: st, DataDir: o.DataDir, Logger: &log,
+		Egress: o.Egress, Credentials: creds, LeaseKey: leaseKey,
+		ApprovalTTL: o.ApprovalTTL, ApprovalWaitMax: o.ApprovalWaitMax, ApprovalPoll: o.ApprovalPoll, Approvers: approvers,
+		ExecutorID: o.ExecutorID,
 	})
 	if err != nil {
 		return err
@@ -256,6 +326,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer stop()
 	}
 
+	ext := newExtraServices(st, auditors)
+	if o.ApprovalsListen != "" {
+		page, stop, err := startApprovalsPage(o.ApprovalsListen, x, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		ext.page = page
+	}
+
 	lis, err := listenUnix(o.Socket)
 	if err != nil {
 		return err
@@ -263,13 +343,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer os.Remove(o.Socket)
 
 	hs := health.NewServer()
-	servers := []*grpc.Server{newGRPCServer(x, hs, grpc.Creds(identity.PeerCredentials()))}
+	servers := []*grpc.Server{newGRPCServer(x, hs, ext, grpc.Creds(identity.PeerCredentials()))}
 	listeners := []net.Listener{lis}
 	if tcp != nil {
-		servers = append(servers, newGRPCServer(x, hs, grpc.Creds(tcp.creds), grpc.ConnectionTimeout(MTLSHandshakeTimeout)))
+		servers = append(servers, newGRPCServer(x, hs, ext, grpc.Creds(tcp.creds), grpc.ConnectionTimeout(MTLSHandshakeTimeout)))
 		listeners = append(listeners, tcp.lis)
 	}
-	for _, svc := range []string{"", airlockv1.TaskService_ServiceDesc.ServiceName, airlockv1.IntentService_ServiceDesc.ServiceName, airlockv1.ToolService_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", airlockv1.TaskService_ServiceDesc.ServiceName, airlockv1.IntentService_ServiceDesc.ServiceName, airlockv1.ToolService_ServiceDesc.ServiceName, airlockv1.ApprovalService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
 
@@ -321,7 +401,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 // newGRPCServer builds a gRPC server with the planner API, health and
 // reflection, identifying callers with the given credentials.
-func newGRPCServer(x *executor.Executor, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
+func newGRPCServer(x *executor.Executor, hs *health.Server, ext *extraServices, opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
@@ -331,6 +411,8 @@ func newGRPCServer(x *executor.Executor, hs *health.Server, opts ...grpc.ServerO
 	airlockv1.RegisterTaskServiceServer(gs, &taskService{x: x})
 	airlockv1.RegisterIntentServiceServer(gs, &intentService{x: x})
 	airlockv1.RegisterToolServiceServer(gs, &toolService{x: x})
+	ext.register(gs)
+	airlockv1.RegisterApprovalServiceServer(gs, ext.withApprovalsPage(&approvalService{x: x}))
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return gs
@@ -404,4 +486,24 @@ func OpenStore(ctx context.Context, url, dataDir, sync string, log zerolog.Logge
 		return nil, fmt.Errorf("--store %q: give a postgres:// URL, or leave it empty for SQLite under --data", url)
 	}
 	return sqlite.Open(ctx, filepath.Join(dataDir, "airlock.db"), sqlite.Options{Synchronous: sync, Logger: log})
+}
+
+// loadLeaseKey loads --lease-key-file. Several executors share a
+// PostgreSQL store: when they lease credentials, each must be able to
+// revoke the leases the others issued (a task ended on one, an executor
+// that never comes back), so the key is required then.
+func loadLeaseKey(o Options) (*credentials.Sealer, error) {
+	if o.LeaseKeyFile == "" {
+		if o.CredentialsFile != "" && isPostgresURL(o.Store) {
+			return nil, fmt.Errorf("--store postgres://... with --credentials needs --lease-key-file FILE, the same file for every executor of the store, so that each can revoke the leases the others issued: create it with (umask 077; openssl rand -hex 32 > FILE)")
+		}
+		return nil, nil
+	}
+	// Checked even without credential sources: a deployment passes the
+	// same flags to every executor.
+	return credentials.LoadSealerFile(o.LeaseKeyFile)
+}
+
+func isPostgresURL(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }

@@ -185,6 +185,11 @@ type IdempotencyRecord struct {
 	Tool       string
 	ArgsSHA256 string
 	CreatedAt  time.Time
+	// Executor names the executor run that reserved the key
+	// ("<executor id>/<run id>"; "" for records written before it was
+	// kept). The executor uses it to tell an intent whose executor is
+	// gone from one still running.
+	Executor string
 }
 
 // AuditFilter selects audit records; empty fields match everything.

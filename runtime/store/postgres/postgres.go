@@ -310,10 +310,10 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 				}
 				return nil
 			}},
-				`WITH i AS (INSERT INTO idempotency (`+rowscan.IdempotencyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
+				`WITH i AS (INSERT INTO idempotency (`+rowscan.IdempotencyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 					ON CONFLICT (caller, key) DO NOTHING RETURNING 1)
 				SELECT (SELECT count(*) FROM i), (SELECT intent_id FROM idempotency WHERE caller = $1 AND key = $2)`,
-				r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt))
+				r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt), r.Executor)
 		}
 	}
 	if seq != headSeq {

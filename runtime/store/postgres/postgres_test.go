@@ -372,7 +372,7 @@ func TestMigration3FillsEffect(t *testing.T) {
 	u, _ := seeded(t, 3) // 3 allow decisions at seq 1, 3, 5
 	exec(t, u, `ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
 		`DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
-		`DELETE FROM schema_migrations WHERE version = 3`)
+		`DELETE FROM schema_migrations WHERE version >= 3`)
 	s := open(t, u)
 	recs, err := s.AuditFiltered(ctx, 0, store.AuditFilter{Effect: "allow"}, 100)
 	if err != nil {

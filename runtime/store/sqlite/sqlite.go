@@ -176,7 +176,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		{&s.insertApproval, `INSERT INTO approvals (` + rowscan.ApprovalColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`},
 		{&s.insertIdem, `INSERT INTO idempotency (` + rowscan.IdempotencyColumns + `)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (caller, key) DO NOTHING`},
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (caller, key) DO NOTHING`},
 	} {
 		st, err := w.PrepareContext(ctx, p.text)
 		if err != nil {
@@ -386,7 +386,7 @@ func (s *Store) Commit(ctx context.Context, batches []*store.Batch) (err error) 
 			}
 		}
 		for _, r := range b.Idempotency {
-			res, err := insertIdem.ExecContext(ctx, r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt))
+			res, err := insertIdem.ExecContext(ctx, r.Caller, r.Key, r.IntentID, r.TaskID, r.Tool, r.ArgsSHA256, fmtTime(r.CreatedAt), r.Executor)
 			if err != nil {
 				return fmt.Errorf("commit: insert idempotency key %q of %s: %w", r.Key, r.Caller, err)
 			}

@@ -304,7 +304,7 @@ func TestMigration3FillsEffect(t *testing.T) {
 	tamper(t, path,
 		`DROP INDEX audit_events_effect`, `DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
 		`ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
-		`DELETE FROM schema_migrations WHERE version = 3`)
+		`DELETE FROM schema_migrations WHERE version >= 3`)
 	s := open(t, path)
 	recs, err := s.AuditFiltered(ctx, 0, store.AuditFilter{Effect: "allow"}, 100)
 	if err != nil {

@@ -872,14 +872,14 @@ func testIdempotency(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	now := time.Now()
 	rec := &store.IdempotencyRecord{Caller: Caller, Key: "order-42", IntentID: "int_1", TaskID: "tsk_1", Tool: "http.fetch",
-		ArgsSHA256: "abcd", CreatedAt: now}
+		ArgsSHA256: "abcd", CreatedAt: now, Executor: "host-a/run_1"}
 	commit(t, s, &store.Batch{Idempotency: []*store.IdempotencyRecord{rec}})
 	got, err := s.Idempotency(ctx, Caller, "order-42")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *got != (store.IdempotencyRecord{Caller: Caller, Key: "order-42", IntentID: "int_1", TaskID: "tsk_1", Tool: "http.fetch",
-		ArgsSHA256: "abcd", CreatedAt: got.CreatedAt}) || !got.CreatedAt.Equal(now) {
+		ArgsSHA256: "abcd", CreatedAt: got.CreatedAt, Executor: "host-a/run_1"}) || !got.CreatedAt.Equal(now) {
 		t.Fatalf("read back %+v, wrote %+v", got, rec)
 	}
 	// The same key of the same caller is taken, and the batch commits

@@ -219,7 +219,7 @@ func Approval(r Scanner) (*store.Approval, error) {
 }
 
 // IdempotencyColumns are the columns Idempotency scans, in order.
-const IdempotencyColumns = `caller, key, intent_id, task_id, tool, args_sha256, created_at`
+const IdempotencyColumns = `caller, key, intent_id, task_id, tool, args_sha256, created_at, executor`
 
 // Idempotency scans one row of IdempotencyColumns.
 func Idempotency(r Scanner) (*store.IdempotencyRecord, error) {
@@ -227,7 +227,7 @@ func Idempotency(r Scanner) (*store.IdempotencyRecord, error) {
 		rec     store.IdempotencyRecord
 		created *string
 	)
-	if err := r.Scan(&rec.Caller, &rec.Key, &rec.IntentID, &rec.TaskID, &rec.Tool, &rec.ArgsSHA256, &created); err != nil {
+	if err := r.Scan(&rec.Caller, &rec.Key, &rec.IntentID, &rec.TaskID, &rec.Tool, &rec.ArgsSHA256, &created, &rec.Executor); err != nil {
 		return nil, err
 	}
 	if err := parseTimes(fmt.Sprintf("idempotency record %q", rec.Key), timeField{&rec.CreatedAt, created}); err != nil {
