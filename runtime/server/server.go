@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/airlock-dev/airlock/internal/isolate"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/runtime/credentials"
 	"github.com/airlock-dev/airlock/runtime/egress"
@@ -264,9 +265,13 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}()
 
-	backend, err := wasm.New(ctx, wasm.Config{
-		CacheDir: o.CacheDir, MaxInstances: o.MaxInstances, Logger: log,
-	})
+	wcfg := wasm.Config{CacheDir: o.CacheDir, MaxInstances: o.MaxInstances, Logger: log}
+	if uid, gid := isolate.SandboxIDs(); uid != os.Geteuid() {
+		// Native plugins of a task run as another uid than the executor:
+		// what WASM tools create in the workspace is theirs too.
+		wcfg.WorkspaceOwner = &wasm.Owner{UID: uid, GID: gid}
+	}
+	backend, err := wasm.New(ctx, wcfg)
 	if err != nil {
 		return fmt.Errorf("start the wasm sandbox: %w", err)
 	}

@@ -77,10 +77,20 @@ type Config struct {
 	// WorkspaceMaxFiles bounds the files and directories a task's workspace
 	// may hold (default DefaultWorkspaceMaxFiles).
 	WorkspaceMaxFiles int64
+	// WorkspaceOwner, when set, owns every file and directory a guest
+	// creates in a workspace. An executor running as root sets it to the
+	// unprivileged uid its native plugin tools run as, so that a plugin of
+	// the same task can read what a WASM tool wrote (files are created
+	// 0600 by most guests). nil (the default) leaves them to the
+	// executor's uid.
+	WorkspaceOwner *Owner
 	// Logger receives prepare and run events; the zero value logs nothing
 	// (like zerolog.Nop()). Guest output and environment are never logged.
 	Logger zerolog.Logger
 }
+
+// Owner is a host uid and gid.
+type Owner struct{ UID, GID int }
 
 // Backend prepares WebAssembly tools. It is safe for concurrent use.
 type Backend struct {
@@ -89,6 +99,7 @@ type Backend struct {
 	maxStderr int
 	wsQuota   int64 // bytes a task workspace may hold
 	wsFiles   int64 // entries a task workspace may hold
+	wsOwner   *Owner
 	log       zerolog.Logger
 	httpReqs  int
 	httpBytes int64
@@ -147,6 +158,7 @@ func New(_ context.Context, cfg Config) (*Backend, error) {
 		maxStderr: cfg.MaxStderr,
 		wsQuota:   cfg.WorkspaceQuota,
 		wsFiles:   cfg.WorkspaceMaxFiles,
+		wsOwner:   cfg.WorkspaceOwner,
 		httpReqs:  cfg.MaxHTTPRequests,
 		httpBytes: cfg.MaxHTTPResponseBytes,
 		httpReq:   uint32(cfg.MaxHTTPRequestBytes),

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,5 +103,46 @@ func TestWorkspaceQuotaThroughTheGuest(t *testing.T) {
 	}
 	if err := write("c.txt", 500); err != nil {
 		t.Fatalf("what still fits: %v", err)
+	}
+}
+
+// An executor running as root hands what guests create in a workspace to
+// the uid its native plugins run as, so that a plugin of the same task can
+// read it.
+func TestWorkspaceOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another uid needs root")
+	}
+	ws := t.TempDir()
+	w := newWorkspaceFS(ws, false).(*workspaceFS)
+	w.owner = &Owner{UID: 65534, GID: 65534}
+	f, e := w.OpenFile("a.txt", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o600)
+	if e != 0 {
+		t.Fatalf("create: %v", e)
+	}
+	f.Close()
+	if e := w.Mkdir("d", 0o700); e != 0 {
+		t.Fatalf("mkdir: %v", e)
+	}
+	for _, name := range []string{"a.txt", "d"} {
+		fi, err := os.Lstat(filepath.Join(ws, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s is owned by %d:%d, want 65534:65534", name, st.Uid, st.Gid)
+		}
+	}
+	// Without an owner, the executor keeps what guests create.
+	plain := newWorkspaceFS(ws, false).(*workspaceFS)
+	if f, e := plain.OpenFile("b.txt", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o600); e != 0 {
+		t.Fatalf("create: %v", e)
+	} else {
+		f.Close()
+	}
+	fi, _ := os.Lstat(filepath.Join(ws, "b.txt"))
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Errorf("b.txt is owned by %d without an owner set, want 0", st.Uid)
 	}
 }

@@ -254,6 +254,7 @@ func (t *tool) moduleConfig(call *sandbox.Call) (wazero.ModuleConfig, error) {
 			// The task's workspace is bounded across its calls: what it
 			// holds now counts against the quota.
 			wfs.(*workspaceFS).q = newQuota(dir, t.b.wsQuota, t.b.wsFiles)
+			wfs.(*workspaceFS).owner = t.b.wsOwner
 		}
 		fsc = wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(wfs, WorkspaceGuestPath)
 		guestPaths = append(guestPaths, WorkspaceGuestPath)

@@ -31,6 +31,21 @@ type workspaceFS struct {
 	experimentalsys.FS
 	root string // absolute, cleaned host directory
 	q    *quota // nil: not bounded (read-only mounts)
+	// owner, when set, gets every file and directory the guest creates.
+	owner *Owner
+}
+
+// own gives a path the guest just created to w.owner. It fails closed: a
+// file the executor could not hand over is removed, so that no entry is
+// left that the owner's tools cannot use.
+func (w *workspaceFS) own(p string) experimentalsys.Errno {
+	if w.owner == nil {
+		return 0
+	}
+	if err := os.Lchown(filepath.Join(w.root, filepath.FromSlash(p)), w.owner.UID, w.owner.GID); err != nil {
+		return experimentalsys.EIO
+	}
+	return 0
 }
 
 var _ experimentalsys.FS = (*workspaceFS)(nil)
@@ -89,15 +104,24 @@ func (w *workspaceFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.Fil
 	if e != 0 {
 		return nil, e
 	}
-	if w.q == nil || flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_CREAT|experimentalsys.O_TRUNC|experimentalsys.O_APPEND) == 0 {
+	if flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_CREAT|experimentalsys.O_TRUNC|experimentalsys.O_APPEND) == 0 {
 		return w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
 	}
-	if flag&experimentalsys.O_CREAT != 0 && !exists(w.root, p) && !w.q.entry() {
+	if w.q != nil && flag&experimentalsys.O_CREAT != 0 && !exists(w.root, p) && !w.q.entry() {
 		return nil, errQuota
 	}
 	f, e := w.FS.OpenFile(p, flag|experimentalsys.O_NOFOLLOW, perm)
 	if e != 0 {
 		return nil, e
+	}
+	if flag&experimentalsys.O_CREAT != 0 {
+		if e := w.own(p); e != 0 {
+			_ = f.Close()
+			return nil, e
+		}
+	}
+	if w.q == nil {
+		return f, 0
 	}
 	return &quotaFile{File: f, q: w.q}, 0
 }
@@ -129,7 +153,10 @@ func (w *workspaceFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
 	if w.q != nil && !w.q.entry() {
 		return errQuota
 	}
-	return w.FS.Mkdir(p, perm)
+	if e := w.FS.Mkdir(p, perm); e != 0 {
+		return e
+	}
+	return w.own(p)
 }
 
 // Chmod implements experimentalsys.FS.
