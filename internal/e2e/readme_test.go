@@ -120,7 +120,10 @@ func TestREADMEWalkthroughWorksAsWritten(t *testing.T) {
 		"exit 3",
 		`"field": "/filter"`,
 		"exit 6",
-		`"words": 3`, // text.wc in C
+		`"words": 3`,                   // text.wc in C
+		`"status": "pending_approval"`, // the dev policy asks for approval under publish/
+		"exit 4",
+		`{"content":"hello","path":"publish/post.md"}`, // approvals list
 		`"ended_at"`,
 		`"type":"task.end"`,
 		"audit chain ok",
@@ -128,6 +131,10 @@ func TestREADMEWalkthroughWorksAsWritten(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the walkthrough output lacks %q", want)
 		}
+	}
+	// audit verify of the store, then of the export.
+	if n := strings.Count(out, "audit chain ok"); n != 2 {
+		t.Errorf("the walkthrough output has %d \"audit chain ok\", want 2 (the store and the export)", n)
 	}
 	if t.Failed() {
 		t.Logf("walkthrough output:\n%s", out)
