@@ -84,6 +84,11 @@ func runInit() error {
 			return err
 		}
 	}
+	// go-plugin hands the executor's own stdin to the plugin (a terminal,
+	// a socket from the service manager): the plugin reads /dev/null.
+	if err := nullStdin(); err != nil {
+		return err
+	}
 	if s.DropTo != 0 {
 		// Root's supplementary groups would otherwise stay with the plugin.
 		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
@@ -139,9 +144,57 @@ func runInit() error {
 			return err
 		}
 	}
+	// A descriptor the executor (or a library in it) opened without
+	// O_CLOEXEC was inherited through clone: none but stdio reaches the
+	// plugin.
+	if err := closeInherited(); err != nil {
+		return err
+	}
 	argv := append([]string{exe}, s.Args...)
 	err = syscall.Exec(exe, argv, os.Environ())
 	return fmt.Errorf("exec the plugin %s: %w", s.Name, err)
+}
+
+// nullStdin replaces descriptor 0 with /dev/null.
+func nullStdin() error {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /dev/null for the plugin's stdin: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Dup3(fd, 0, 0); err != nil {
+		return fmt.Errorf("replace the plugin's stdin with /dev/null: %w", err)
+	}
+	return nil
+}
+
+// closeInherited marks every descriptor above stderr close-on-exec
+// (close_range, Linux 5.11; else one by one from /proc/self/fd).
+func closeInherited() error {
+	// CLOSE_RANGE_CLOEXEC, from linux/close_range.h (not in x/sys/unix).
+	const closeRangeCloexec = 1 << 2
+	err := unix.CloseRange(3, ^uint(0), closeRangeCloexec)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("close inherited descriptors: %w", err)
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("close inherited descriptors: %w", err)
+	}
+	names, err := d.Readdirnames(-1)
+	_ = d.Close()
+	if err != nil {
+		return fmt.Errorf("close inherited descriptors: %w", err)
+	}
+	for _, n := range names {
+		if fd, err := strconv.Atoi(n); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }
 
 // capLast reads the highest capability number of this kernel.

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -314,6 +315,90 @@ func TestDeniedSyscalls(t *testing.T) {
 	r := start(t, spec(t, "syscalls"))
 	for _, k := range []string{"ptrace", "mount", "bpf", "unshare", "chroot"} {
 		r.want(t, k, "operation not permitted")
+	}
+}
+
+// Container runtimes' default profiles refuse these too; modify_ldt is
+// x86-64 only.
+func TestDeniedSyscallsMore(t *testing.T) {
+	needIsolation(t)
+	r := start(t, spec(t, "syscalls2"))
+	r.want(t, "kcmp", "operation not permitted")
+	r.want(t, "set_mempolicy", "operation not permitted")
+	if runtime.GOARCH == "amd64" {
+		r.want(t, "modify_ldt", "operation not permitted")
+	}
+}
+
+// The filter checks the architecture: an x32 syscall is refused and an
+// i386 one (int 0x80 on x86-64, whose numbers differ) kills the process.
+func TestForeignSyscallABIs(t *testing.T) {
+	needIsolation(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("x32 and int 0x80 exist on amd64 only")
+	}
+	r := start(t, spec(t, "x32"))
+	r.want(t, "x32", "operation not permitted")
+	r = start(t, spec(t, "int80"))
+	if v, ok := r.out["int80"]; ok {
+		t.Fatalf("an i386 syscall through int 0x80 returned %s", v)
+	}
+	ws, ok := r.state.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGSYS {
+		t.Errorf("the int 0x80 plugin ended with %v, want killed by SIGSYS", r.state)
+	}
+}
+
+// A descriptor the executor opened without O_CLOEXEC (a library that
+// forgets it) and the executor's own stdin (go-plugin passes it to the
+// plugin) never reach the plugin: it holds stdin on /dev/null, stdout and
+// stderr, nothing else.
+func TestNoInheritedDescriptors(t *testing.T) {
+	needIsolation(t)
+	secret := filepath.Join(t.TempDir(), "store.db")
+	if err := os.WriteFile(secret, []byte("audit chain"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open(secret, syscall.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	stdin, err := os.Open(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, cleanup, err := isolate.Command(ctx, spec(t, "fds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	cmd.Stdin = stdin
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s %s", err, out, stderr.String())
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			lines[k] = v
+		}
+	}
+	fds := strings.Split(lines["fds"], ",")
+	if len(fds) != 3 || !strings.HasPrefix(fds[0], "0:/dev/null") || !strings.HasPrefix(fds[1], "1:") || !strings.HasPrefix(fds[2], "2:") {
+		t.Errorf("the plugin holds descriptors %q: want exactly 0 (/dev/null), 1 and 2", lines["fds"])
+	}
+	if strings.Contains(lines["fds"], secret) || strings.Contains(lines["stdin"], "audit") {
+		t.Errorf("an executor file reached the plugin: fds %q, stdin %q", lines["fds"], lines["stdin"])
+	}
+	if want := `"" ok`; lines["stdin"] != want {
+		t.Errorf("stdin read %s, want %s (/dev/null)", lines["stdin"], want)
 	}
 }
 

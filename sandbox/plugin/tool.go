@@ -245,7 +245,9 @@ func (t *tool) classify(ctx, runCtx context.Context, p *proc, resp *pluginv1.Cal
 	case errors.Is(ctx.Err(), context.Canceled):
 		p.stop(t.b.cfg.KillGrace, "call canceled")
 		return nil, t.runError(sandbox.KindCanceled, ctx.Err(), "the caller canceled the call: the plugin process was stopped"), false
-	case runCtx.Err() != nil:
+	// gRPC times the deadline itself and may answer DeadlineExceeded a
+	// moment before runCtx's own timer fires.
+	case runCtx.Err() != nil || status.Code(err) == codes.DeadlineExceeded:
 		p.stop(t.b.cfg.KillGrace, "deadline passed")
 		return nil, t.runError(sandbox.KindTimeout, context.DeadlineExceeded, "the call passed its deadline (limits.timeout %s or the caller's, the earlier): the plugin process was killed", t.timeout), false
 	case status.Code(err) == codes.ResourceExhausted:

@@ -28,6 +28,13 @@ func errString(err error) string {
 	return err.Error()
 }
 
+func errno(e syscall.Errno) string {
+	if e == 0 {
+		return "ok"
+	}
+	return e.Error()
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: hostile MODE [ARGS]")
@@ -146,6 +153,55 @@ func main() {
 		say("bpf", e.Error())
 		say("unshare", errString(syscall.Unshare(syscall.CLONE_NEWUSER)))
 		say("chroot", errString(syscall.Chroot("/tmp")))
+	case "fds":
+		// Every descriptor it holds besides the one listing them, with its
+		// target, and what it reads from stdin.
+		// Raw syscalls: os.Open would start the runtime's poller, whose
+		// descriptors are the plugin's own.
+		dfd, err := syscall.Open("/proc/self/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			say("fds", errString(err))
+			return
+		}
+		buf := make([]byte, 8192)
+		var names []string
+		for {
+			n, err := syscall.ReadDirent(dfd, buf)
+			if err != nil || n <= 0 {
+				break
+			}
+			_, _, names = syscall.ParseDirent(buf[:n], -1, names)
+		}
+		var fds []string
+		for _, n := range names {
+			if n == fmt.Sprint(dfd) {
+				continue
+			}
+			target, _ := os.Readlink("/proc/self/fd/" + n)
+			fds = append(fds, n+":"+target)
+		}
+		syscall.Close(dfd)
+		say("fds", strings.Join(fds, ","))
+		b := make([]byte, 64)
+		n, err := syscall.Read(0, b)
+		say("stdin", fmt.Sprintf("%q %s", b[:max(n, 0)], errString(err)))
+	case "syscalls2":
+		pid := uintptr(os.Getpid())
+		_, _, e := syscall.RawSyscall6(unix.SYS_KCMP, pid, pid, 0, 0, 0, 0)
+		say("kcmp", errno(e))
+		var ldt [16]byte
+		_, _, e = syscall.RawSyscall(154, 0, uintptr(unsafe.Pointer(&ldt[0])), uintptr(len(ldt))) // modify_ldt
+		say("modify_ldt", errno(e))
+		_, _, e = syscall.RawSyscall6(unix.SYS_SET_MEMPOLICY, 0, 0, 0, 0, 0, 0)
+		say("set_mempolicy", errno(e))
+	case "x32":
+		// getpid through the x32 ABI (syscall number | 0x40000000).
+		_, _, e := syscall.RawSyscall(0x40000000|39, 0, 0, 0)
+		say("x32", errno(e))
+	case "int80":
+		// getpid (20) through the i386 ABI: the filter must kill.
+		os.Stdout.Sync()
+		say("int80", int80(20))
 	case "status":
 		b, _ := os.ReadFile("/proc/self/status")
 		for _, l := range strings.Split(string(b), "\n") {
