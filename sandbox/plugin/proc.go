@@ -60,7 +60,8 @@ type egressProxy interface {
 }
 
 // serveEgress starts an egress proxy on the unix socket path.
-var serveEgress func(ctx context.Context, path string, log zerolog.Logger) (egressProxy, error)
+// Only processes in the PID namespace of pid may connect.
+var serveEgress func(ctx context.Context, path string, pid int, log zerolog.Logger) (egressProxy, error)
 
 // start starts a process for key; the slot is already taken. The start is
 // bounded by runCtx: a start the call stops waiting for is finished in the
@@ -169,7 +170,7 @@ func (t *tool) spawn(key poolKey) (*proc, *sandbox.Error) {
 			return nil, t.runError(sandbox.KindInternal, nil, "this executor has no egress proxy for plugin tools")
 		}
 		p.proxyPath = sockDir + "/egress.sock"
-		px, err := serveEgress(context.Background(), p.proxyPath, p.log)
+		px, err := serveEgress(context.Background(), p.proxyPath, p.pid, p.log)
 		if err != nil {
 			p.kill("egress proxy failed")
 			return nil, t.runError(sandbox.KindInternal, err, "cannot start the egress proxy of the plugin process")

@@ -104,6 +104,19 @@ type Proxy struct {
 // isolate.SandboxIDs), and serves until ctx ends or Close. e is the first
 // binding (nil: every request is refused).
 func Serve(ctx context.Context, path string, e sandbox.Egress, log zerolog.Logger) (*Proxy, error) {
+	return ServePeers(ctx, path, e, nil, log)
+}
+
+// PeerCheck decides whether the process pid (as the executor sees it, from
+// SO_PEERCRED) may use the proxy.
+type PeerCheck func(pid int32) bool
+
+// ServePeers is Serve that accepts a connection only when allow approves
+// the connecting process (nil: every process that may open the socket).
+// The socket belongs to the plugin's uid, so any host process running as
+// that uid could open it; the plugin backend passes a check that the peer
+// lives in the plugin's own PID namespace.
+func ServePeers(ctx context.Context, path string, e sandbox.Egress, allow PeerCheck, log zerolog.Logger) (*Proxy, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("egress proxy: socket path %q is not absolute", path)
 	}
@@ -131,7 +144,11 @@ func Serve(ctx context.Context, path string, e sandbox.Egress, log zerolog.Logge
 	p.srv.SetKeepAlivesEnabled(false)
 	go func() {
 		defer close(p.done)
-		_ = p.srv.Serve(netutil.LimitListener(lis, MaxConns))
+		var l net.Listener = lis
+		if allow != nil {
+			l = &peerListener{Listener: lis, allow: allow, log: p.log}
+		}
+		_ = p.srv.Serve(netutil.LimitListener(l, MaxConns))
 	}()
 	go func() {
 		select {
@@ -379,4 +396,26 @@ func (b *closeBoth) Close() error {
 	err := b.ReadCloser.Close()
 	_ = b.c.Close()
 	return err
+}
+
+// peerListener drops connections from processes its check refuses.
+type peerListener struct {
+	net.Listener
+	allow PeerCheck
+	log   zerolog.Logger
+}
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		pid, ok := peerPID(c)
+		if ok && l.allow(pid) {
+			return c, nil
+		}
+		l.log.Warn().Int32("peer_pid", pid).Msg("refused an egress proxy connection from a process outside the plugin")
+		_ = c.Close()
+	}
 }

@@ -251,3 +251,47 @@ func TestSocketModeAndClose(t *testing.T) {
 		t.Error("dial after Close succeeded")
 	}
 }
+
+// A process the peer check refuses never reaches the egress: the socket
+// belongs to the plugin's uid, and another host process of that uid must
+// not borrow the plugin's credentials.
+func TestPeerCheck(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name  string
+		allow egressproxy.PeerCheck
+		ok    bool
+	}{
+		{"this process allowed", func(pid int32) bool { return int(pid) == os.Getpid() }, true},
+		{"this process refused", func(pid int32) bool { return int(pid) != os.Getpid() }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "egress.sock")
+			p, err := egressproxy.ServePeers(context.Background(), sock, w.binding, tc.allow, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			before := w.hits.Load()
+			resp, err := egressproxy.Client(sock, 5*time.Second).Get("https://" + apiHost + "/")
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("allowed peer: %v", err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(b), "auth=true") {
+					t.Fatalf("allowed peer: %d %q", resp.StatusCode, b)
+				}
+				return
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("refused peer got an answer: %d", resp.StatusCode)
+			}
+			if w.hits.Load() != before {
+				t.Fatal("a refused peer's request reached the server")
+			}
+		})
+	}
+}
