@@ -283,6 +283,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	defer func() { _ = plugins.Close(context.WithoutCancel(ctx)) }()
 	sandboxes := &sandbox.Mux{Wasm: backend, Plugin: plugins}
+	warnMissingIsolation(log, tools, o.PluginAcceptMissing)
 
 	if o.Egress == nil {
 		o.Egress = egress.New(egress.Config{Logger: log})
@@ -511,4 +512,31 @@ func loadLeaseKey(o Options) (*credentials.Sealer, error) {
 
 func isPostgresURL(url string) bool {
 	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+}
+
+// warnMissingIsolation says at start which isolation layers this kernel
+// lacks when native plugin tools are loaded: their calls are refused
+// unless the operator accepted the layer (--plugin-accept-missing).
+func warnMissingIsolation(log zerolog.Logger, tools []*manifest.Manifest, accepted []string) {
+	var plugins []string
+	for _, m := range tools {
+		if m.Spec.Runtime.Plugin != nil {
+			plugins = append(plugins, m.Metadata.Name)
+		}
+	}
+	if len(plugins) == 0 {
+		return
+	}
+	ok := map[string]bool{}
+	for _, a := range accepted {
+		ok[a] = true
+	}
+	for l, why := range isolate.Probe().Missing {
+		if ok[string(l)] {
+			log.Warn().Str("layer", string(l)).Str("why", why).Msg("native plugin tools run without this isolation layer: --plugin-accept-missing accepts it")
+			continue
+		}
+		log.Error().Str("layer", string(l)).Str("why", why).Strs("tools", plugins).
+			Msg("this kernel lacks an isolation layer: these native plugin tools are refused until it is available or --plugin-accept-missing " + string(l) + " accepts the weaker mode")
+	}
 }
