@@ -56,6 +56,7 @@ func executor(t *testing.T) (*testenv.Executor, *client.Client) {
 			o.Listen = "127.0.0.1:0"
 			o.SVID = execSVID
 			o.Allow = identity.Allow{Patterns: []string{"spiffe://airlock.local/human/*"}}
+			o.Approvers = []string{"spiffe://airlock.local/human/*"}
 			o.ListenReady = func(a string) { addr <- a }
 		},
 	})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -76,8 +78,8 @@ func (m *Main) approvalsListCommand() *cobra.Command {
 				tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSTATE\tTOOL\tRISK\tCALLER\tTASK\tEXPIRES\tARGUMENTS")
 				for _, a := range as {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.GetId(), stateLabel(a), a.GetTool(), a.GetRisk(),
-						a.GetCaller(), dash(a.GetTaskId()), a.GetExpiresAt().AsTime().Local().Format(time.DateTime), clipArgs(a.GetArguments(), 60))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termText(a.GetId(), false), termText(stateLabel(a), false), termText(a.GetTool(), false), termText(a.GetRisk(), false),
+						termText(a.GetCaller(), false), termText(dash(a.GetTaskId()), false), a.GetExpiresAt().AsTime().Local().Format(time.DateTime), termText(clipArgs(a.GetArguments(), 60), false))
 				}
 				return tw.Flush()
 			})
@@ -143,7 +145,7 @@ func (m *Main) approvalsDecideCommand(approve bool) *cobra.Command {
 				if err != nil {
 					return cf.rpcErr(err)
 				}
-				fmt.Fprintf(m.Stdout, "%s %s by %s\n", a.GetId(), stateLabel(a), a.GetApprover())
+				fmt.Fprintf(m.Stdout, "%s %s by %s\n", termText(a.GetId(), false), termText(stateLabel(a), false), termText(a.GetApprover(), false))
 				return nil
 			})
 		},
@@ -260,7 +262,7 @@ func printApproval(m *Main, a *airlockv1.Approval) {
 	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s:\t%s\n", k, termText(v, false))
 		}
 	}
 	row("approval", a.GetId())
@@ -292,7 +294,7 @@ func printApproval(m *Main, a *airlockv1.Approval) {
 		pretty.Reset()
 		pretty.WriteString(a.GetArguments())
 	}
-	fmt.Fprintf(m.Stdout, "arguments (exactly what runs):\n%s\n", pretty.String())
+	fmt.Fprintf(m.Stdout, "arguments (exactly what runs):\n%s\n", termText(pretty.String(), true))
 }
 
 // stateLabel is the state, with the intent's status once it ran.
@@ -318,4 +320,33 @@ func clipArgs(s string, n int) string {
 		s = strings.ToValidUTF8(s[:n-3], "") + "..."
 	}
 	return s
+}
+
+// termText makes text a planner chose safe to print on an operator's
+// terminal: control characters (C0 but newline when multiline, DEL, C1,
+// which include ESC and CSI), Unicode bidirectional controls (which can
+// make "publish/x.md" display as something else) and invalid UTF-8 are
+// printed as visible \u escapes, so nothing can move the cursor, rewrite
+// what was printed before, or reorder what the operator reads.
+func termText(s string, multiline bool) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n' && multiline:
+			b.WriteRune(r)
+		case unicode.IsControl(r) || isBidiControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// isBidiControl reports whether r is a Unicode bidirectional formatting
+// character (the "Trojan Source" characters).
+func isBidiControl(r rune) bool {
+	return r == '\u061c' || r == '\u200e' || r == '\u200f' || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
 }

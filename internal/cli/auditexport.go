@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -51,11 +52,20 @@ deny or require_approval. --after SEQ starts after that sequence number.`,
 			out := m.Stdout
 			var file *os.File
 			if output != "" && output != "-" {
-				file, err = os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				// The log names every caller, task and tool: the file is the
+				// operator's alone (0600, also when it existed with a wider
+				// mode), and a symbolic link planted at the path (in /tmp, say)
+				// is refused rather than followed to a file of its choosing.
+				file, err = os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 				if err != nil {
-					return usageErr("--output: %v", err)
+					return usageErr("--output: %v (a symbolic link is refused: name the file itself)", err)
 				}
 				defer file.Close()
+				if fi, err := file.Stat(); err == nil && fi.Mode().IsRegular() {
+					if err := file.Chmod(0o600); err != nil {
+						return &ExitError{Code: ExitFail, Err: fmt.Errorf("--output %s: make it private (0600): %w", output, err)}
+					}
+				}
 				out = file
 			}
 			w := bufio.NewWriterSize(out, 64<<10)

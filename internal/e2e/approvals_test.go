@@ -228,7 +228,7 @@ func TestApprovalsGoClient(t *testing.T) {
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")
 	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "approvals", writesNeedApproval), "--listen", "127.0.0.1:0",
-		"--allow-id-pattern", "spiffe://airlock.local/human/*"}, execSVID.flags()...)...)
+		"--allow-id-pattern", "spiffe://airlock.local/human/*", "--approvers", "spiffe://airlock.local/human/*"}, execSVID.flags()...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	planner, err := client.Dial(ctx, d.socket)

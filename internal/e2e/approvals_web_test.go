@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/airlock-dev/airlock/internal/testenv"
@@ -303,19 +305,24 @@ func TestApprovalsPageRefusals(t *testing.T) {
 		t.Fatalf("deny without a reason: %d %s", code, body)
 	}
 
-	// The planner opens the page for itself: it may sign in, but the
-	// executor refuses its approval of its own intent.
-	purl, _, err := planner.OpenApprovalsPage(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The page is for approvers: the planner gets no link (and so cannot
+	// fill the page's link table either).
+	if _, _, err := planner.OpenApprovalsPage(ctx); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a planner opened the approvals page: %v", err)
 	}
-	pu, _ := url.Parse(purl)
-	code, body, pcookies := do("POST", "/api/session", "", origin, "", "", `{"token":"`+strings.TrimPrefix(pu.Fragment, "token=")+`"}`)
-	var psess struct{ CSRF, Caller string }
-	if code != http.StatusOK || len(pcookies) != 1 || json.Unmarshal([]byte(body), &psess) != nil || psess.Caller != "spiffe://airlock.local/agent/planner" {
-		t.Fatalf("planner exchange: %d %s", code, body)
+	// An approver cannot approve its own intent through the page either.
+	r := d.call(t, "task", "begin", "--purpose", "the operator's own")
+	if r.code != 0 {
+		t.Fatalf("task begin: %d %s", r.code, r.stderr)
 	}
-	if code, body, _ := do("POST", approve, "", origin, pcookies[0].Value, psess.CSRF, `{"reason":"mine"}`); code != http.StatusForbidden {
+	r = d.call(t, "call", "--task", strings.TrimSpace(r.stdout), "text.wc", `{"text":"mine"}`)
+	var mine struct {
+		ApprovalID string `json:"approval_id"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &mine); err != nil || mine.ApprovalID == "" {
+		t.Fatalf("the operator's own call: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if code, body, _ := do("POST", "/api/approvals/"+mine.ApprovalID+"/approve", "", origin, ck.Value, sess.CSRF, `{"reason":"mine"}`); code != http.StatusForbidden {
 		t.Fatalf("the requester approved its own intent through the page: %d %s", code, body)
 	}
 

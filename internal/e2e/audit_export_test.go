@@ -241,6 +241,34 @@ func TestAuditStreamAndExport(t *testing.T) {
 		}
 	})
 
+	t.Run("an export is private and never follows a link", func(t *testing.T) {
+		dir := t.TempDir()
+		wide := filepath.Join(dir, "wide.jsonl")
+		if err := os.WriteFile(wide, []byte("old\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := runCLI(t, "", "audit", "export", "--data", x.Data, "--output", wide); r.code != 0 {
+			t.Fatalf("export over a 0644 file: %d %s", r.code, r.stderr)
+		}
+		if fi, err := os.Stat(wide); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("an export over a 0644 file: %v %v", err, fi)
+		}
+		victim := filepath.Join(dir, "victim")
+		if err := os.WriteFile(victim, []byte("keep\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(dir, "planted.jsonl")
+		if err := os.Symlink(victim, link); err != nil {
+			t.Fatal(err)
+		}
+		if r := runCLI(t, "", "audit", "export", "--data", x.Data, "--output", link); r.code == 0 || !strings.Contains(r.stderr, "symbolic link") {
+			t.Fatalf("export through a symbolic link: %d %s", r.code, r.stderr)
+		}
+		if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+			t.Fatalf("the link's target was written: %q", b)
+		}
+	})
+
 	t.Run("an export verifies offline, an edited one does not", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "export.jsonl")
 		if r := runCLI(t, "", "audit", "export", "--data", x.Data, "--output", file); r.code != 0 {

@@ -274,7 +274,7 @@ func TestApprovalThroughOneExecutorReleasesTheOther(t *testing.T) {
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")
 	args := append([]string{"--store", url, "--policies", testenv.Policy(t, "approvals", writesNeedApproval), "--listen", "127.0.0.1:0",
-		"--allow-id-pattern", "spiffe://airlock.local/human/*"}, execSVID.flags()...)
+		"--allow-id-pattern", "spiffe://airlock.local/human/*", "--approvers", "spiffe://airlock.local/human/*"}, execSVID.flags()...)
 	a := startDaemon(t, args...)
 	b := startDaemon(t, args...)
 

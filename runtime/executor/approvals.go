@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -33,6 +34,12 @@ const (
 	MaxApprovalReason = 1 << 10
 	// MaxWatchStreams bounds the concurrent WatchApprovals streams.
 	MaxWatchStreams = 64
+	// MaxWatchStreamsPerCaller bounds the concurrent WatchApprovals
+	// streams of one caller.
+	MaxWatchStreamsPerCaller = 4
+	// watchReserved is how many of MaxWatchStreams only approvers may
+	// open: planners cannot take every watch and blind the operators.
+	watchReserved = 16
 	// maxApprovalRuns bounds the approved intents the loop runs at once.
 	maxApprovalRuns = 16
 	// approvalsPerRound bounds the approvals the loop handles per round.
@@ -69,11 +76,15 @@ type approvalState struct {
 	done    chan struct{} // closed when the loop has exited
 	wg      sync.WaitGroup
 	sem     chan struct{} // bounds the loop's runs
-	watch   chan struct{} // bounds the watch streams
 	claimID string        // this executor's claims
 
 	mu      sync.Mutex
 	running map[string]bool // approval ids this executor is running
+	// watches counts the open WatchApprovals streams per caller;
+	// watchTotal and watchPlanners count them all and those of callers
+	// that are not approvers (guarded by mu).
+	watches                   map[string]int
+	watchTotal, watchPlanners int
 }
 
 // startApprovals applies the approval defaults and starts the loop that
@@ -102,7 +113,7 @@ func (e *Executor) startApprovals() {
 	st.ctx, st.cancel = context.WithCancel(context.Background())
 	st.done = make(chan struct{})
 	st.sem = make(chan struct{}, maxApprovalRuns)
-	st.watch = make(chan struct{}, MaxWatchStreams)
+	st.watches = map[string]int{}
 	st.claimID = e.runID
 	st.running = map[string]bool{}
 	go e.approvalLoop(st.ctx)
@@ -464,12 +475,40 @@ func (e *Executor) interruptApproval(ctx context.Context, a *store.Approval) err
 			a.IntentID, clip(a.ClaimedBy, 200), a.ClaimedAt.Format(time.RFC3339)), ""))
 }
 
-// mayReview reports whether caller may see every approval and decide
-// them: any authenticated caller without Config.Approvers, else one that
-// matches a pattern.
+// LocalOperators are the approvers (and auditors) when the operator names
+// none: the identity of the executor's own effective uid on the unix socket
+// and root's (spiffe://airlock.local/uid/0). Those identities exist only
+// on the unix socket (mTLS refuses SVIDs under spiffe://airlock.local/uid/),
+// and both can read the executor's data directory anyway, so defaulting to
+// them adds no one. Remote callers decide only when --approvers names them.
+func LocalOperators() []identity.Pattern {
+	ids := []identity.Caller{identity.FromUID(uint32(os.Geteuid()))}
+	if os.Geteuid() != 0 {
+		ids = append(ids, identity.FromUID(0))
+	}
+	out := make([]identity.Pattern, 0, len(ids))
+	for _, c := range ids {
+		p, err := identity.ParsePattern(c.SpiffeID)
+		if err != nil {
+			panic(fmt.Sprintf("local operator %s: %v", c.SpiffeID, err)) // a constant form: cannot happen
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// IsApprover reports whether caller may see every approval and decide
+// them (Config.Approvers; by default the local operators). It does not
+// say the caller may decide a given approval: nobody decides their own.
+func (e *Executor) IsApprover(caller identity.Caller) bool {
+	return e.mayReview(caller)
+}
+
+// mayReview reports whether caller matches Config.Approvers (defaulted to
+// LocalOperators by New, so it is never empty).
 func (e *Executor) mayReview(caller identity.Caller) bool {
-	if len(e.cfg.Approvers) == 0 {
-		return caller.SpiffeID != ""
+	if caller.SpiffeID == "" {
+		return false
 	}
 	for _, p := range e.cfg.Approvers {
 		if p.Match(caller) {
@@ -567,7 +606,7 @@ func (e *Executor) checkDecider(approver identity.Caller, a *store.Approval) err
 		return &ApprovalError{codes.PermissionDenied, "the caller has no identity"}
 	}
 	if !e.mayReview(approver) {
-		return &ApprovalError{codes.PermissionDenied, fmt.Sprintf("%s may not decide approvals: the executor's --approvers does not match it", approver.SpiffeID)}
+		return &ApprovalError{codes.PermissionDenied, fmt.Sprintf("%s may not decide approvals: approvers are the executor's --approvers (default: the executor's own uid and root on the unix socket)", approver.SpiffeID)}
 	}
 	if approver.SpiffeID == a.Caller {
 		return &ApprovalError{codes.PermissionDenied, fmt.Sprintf("%s submitted intent %s: another identity must decide its approval", approver.SpiffeID, a.IntentID)}
@@ -666,13 +705,12 @@ func (e *Executor) WatchApprovals(ctx context.Context, caller identity.Caller, r
 	if err != nil {
 		return err
 	}
-	select {
-	case e.approvals.watch <- struct{}{}:
-		defer func() { <-e.approvals.watch }()
-	default:
-		return &ApprovalError{codes.ResourceExhausted, fmt.Sprintf("%d approval watches are open, the most this executor serves: close one, or poll ListApprovals", MaxWatchStreams)}
-	}
 	review := e.mayReview(caller)
+	release, err := e.approvals.openWatch(caller.SpiffeID, review)
+	if err != nil {
+		return err
+	}
+	defer release()
 	seen := map[string]string{} // id -> state and intent status last sent
 	tick := time.NewTicker(watchPoll)
 	defer tick.Stop()
@@ -707,6 +745,37 @@ func (e *Executor) WatchApprovals(ctx context.Context, caller identity.Caller, r
 		case <-tick.C:
 		}
 	}
+}
+
+// openWatch admits one more watch stream of caller, or refuses it with
+// ResourceExhausted: at most MaxWatchStreamsPerCaller per caller and
+// MaxWatchStreams in all, of which callers that are not approvers may hold
+// all but watchReserved. release gives the slot back.
+func (st *approvalState) openWatch(caller string, approver bool) (release func(), err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case st.watches[caller] >= MaxWatchStreamsPerCaller:
+		return nil, &ApprovalError{codes.ResourceExhausted, fmt.Sprintf("%s has %d approval watches open, the most one caller may: close one, or poll ListApprovals", caller, MaxWatchStreamsPerCaller)}
+	case st.watchTotal >= MaxWatchStreams, !approver && st.watchPlanners >= MaxWatchStreams-watchReserved:
+		return nil, &ApprovalError{codes.ResourceExhausted, fmt.Sprintf("%d approval watches are open, the most this executor serves: close one, or poll ListApprovals", st.watchTotal)}
+	}
+	st.watches[caller]++
+	st.watchTotal++
+	if !approver {
+		st.watchPlanners++
+	}
+	return func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.watches[caller]--; st.watches[caller] <= 0 {
+			delete(st.watches, caller)
+		}
+		st.watchTotal--
+		if !approver {
+			st.watchPlanners--
+		}
+	}, nil
 }
 
 // approvalProto converts a stored approval. Claimed and done are approved

@@ -55,6 +55,14 @@ var (
 	operator = mustCaller("spiffe://airlock.local/human/ann")
 )
 
+var humans = func() identity.Pattern {
+	p, err := identity.ParsePattern("spiffe://airlock.local/human/*")
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
+
 func mustCaller(id string) identity.Caller {
 	c, err := identity.Parse(id)
 	if err != nil {
@@ -126,6 +134,11 @@ func (env *approvalEnv) start(t *testing.T, cfg executor.Config) *executor.Execu
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = env.eng
+	}
+	if cfg.Approvers == nil {
+		// The operator of these tests is a human SVID; a non-nil empty
+		// list leaves the executor's default (the local operators).
+		cfg.Approvers = []identity.Pattern{humans}
 	}
 	cfg.Backend, cfg.Store, cfg.DataDir, cfg.Egress = backend, env.st, env.data, egress.New(egress.Config{})
 	x, err := executor.New(ctx, cfg)

@@ -105,9 +105,10 @@ type Config struct {
 	// It covers what runs outside the tool's timeout (credential leases,
 	// commits) and clock skew between executors sharing a store.
 	InterruptMargin time.Duration
-	// Approvers restricts who may approve and deny: SPIFFE ID patterns
-	// (identity.ParsePattern). Empty: any authenticated caller other than
-	// the requester.
+	// Approvers are who may list every approval, approve and deny:
+	// SPIFFE ID patterns (identity.ParsePattern). Nobody decides their own
+	// intent's approval. Empty: LocalOperators (the executor's own uid and
+	// root on the unix socket); other callers see only their own approvals.
 	Approvers []identity.Pattern
 }
 
@@ -181,6 +182,11 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	}
 	if cfg.InterruptMargin <= 0 {
 		cfg.InterruptMargin = DefaultInterruptMargin
+	}
+	if len(cfg.Approvers) == 0 {
+		// Deny by default: without --approvers only the local operators
+		// decide, never another planner.
+		cfg.Approvers = LocalOperators()
 	}
 	log := zerolog.Nop()
 	if cfg.Logger != nil {

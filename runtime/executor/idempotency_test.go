@@ -266,18 +266,21 @@ func TestStaleApprovalClaimInterrupted(t *testing.T) {
 	var claims []*airlockv1.Outcome
 	for _, p := range []string{"stale.txt", "fresh.txt"} {
 		a := env.x.Submit(ctx, planner, write(task, p, "C"))
-		if _, err := env.x.Approve(ctx, operator, a.GetApprovalId(), ""); err != nil {
-			t.Fatal(err)
-		}
+		wantOutcome(t, a, airlockv1.Status_STATUS_PENDING_APPROVAL, "approval_required")
 		claims = append(claims, a)
 	}
-	if err := env.x.Close(ctx); err != nil { // the loop never ran them
+	// Approved only once the executor is closed: its loop's first round
+	// (which runs at start, whatever ApprovalPoll says) never sees them.
+	if err := env.x.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// A dead executor claimed the first an hour ago; a live one claims the
 	// second now.
 	for i, at := range []time.Time{time.Now().Add(-time.Hour), time.Now()} {
 		err := env.st.Commit(ctx, []*store.Batch{{ApprovalChanges: []*store.ApprovalChange{{
+			ID: claims[i].GetApprovalId(), From: []store.ApprovalState{store.ApprovalPending}, To: store.ApprovalApproved,
+			At: at.UTC(), Approver: operator.SpiffeID,
+		}}}, {ApprovalChanges: []*store.ApprovalChange{{
 			ID: claims[i].GetApprovalId(), From: []store.ApprovalState{store.ApprovalApproved}, To: store.ApprovalClaimed,
 			At: at.UTC(), ClaimedBy: "dead-host/run_x",
 		}}}})

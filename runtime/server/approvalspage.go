@@ -113,7 +113,7 @@ func startApprovalsPage(addr string, x *executor.Executor, log zerolog.Logger) (
 	if err != nil {
 		return nil, nil, fmt.Errorf("--approvals-listen %s: %w", addr, err)
 	}
-	page, err := approvalsweb.New(approvalsweb.Config{Addr: l.Addr().String(), Approvals: webApprovals{x: x}, Logger: log})
+	page, err := approvalsweb.New(approvalsweb.Config{Addr: l.Addr().String(), Approvals: webApprovals{x: x}, MayOpen: x.IsApprover, Logger: log})
 	if err != nil {
 		l.Close()
 		return nil, nil, err

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
+	"github.com/airlock-dev/airlock/runtime/executor"
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/store"
 )
@@ -25,6 +26,11 @@ const (
 	AuditPollInterval = 200 * time.Millisecond
 	// maxAuditFilter bounds each filter string of StreamAudit.
 	maxAuditFilter = 2048
+	// MaxAuditStreams bounds the concurrent StreamAudit calls, and
+	// MaxAuditStreamsPerCaller those of one caller: each follow polls the
+	// store until its client goes away.
+	MaxAuditStreams          = 32
+	MaxAuditStreamsPerCaller = 4
 )
 
 // Auditors decides who may read the audit log through the AuditService:
@@ -35,14 +41,15 @@ type Auditors struct {
 }
 
 // NewAuditors compiles the SPIFFE ID patterns of the identities that may
-// read the audit log. With no pattern the executor's own user on the unix
-// socket (spiffe://airlock.local/uid/<the executor's uid>) is the only
-// auditor: the operator who runs it.
+// read the audit log. With no pattern the auditors are the local operators
+// (executor.LocalOperators, the default approvers too): the executor's own
+// effective uid and root on the unix socket, who can read the store anyway.
 func NewAuditors(patterns []string) (*Auditors, error) {
-	if len(patterns) == 0 {
-		patterns = []string{identity.FromUID(uint32(os.Getuid())).SpiffeID}
-	}
 	a := &Auditors{}
+	if len(patterns) == 0 {
+		a.patterns = executor.LocalOperators()
+		return a, nil
+	}
 	var errs []error
 	for _, s := range patterns {
 		p, err := identity.ParsePattern(s)
@@ -86,6 +93,36 @@ type auditService struct {
 	auditors *Auditors
 	// poll is the follow interval (AuditPollInterval).
 	poll time.Duration
+
+	mu      sync.Mutex
+	streams map[string]int // open StreamAudit calls per caller
+	total   int
+}
+
+// openStream admits one more StreamAudit call of caller, or refuses it
+// with ResourceExhausted. release gives the slot back.
+func (s *auditService) openStream(caller string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams == nil {
+		s.streams = map[string]int{}
+	}
+	if s.streams[caller] >= MaxAuditStreamsPerCaller {
+		return nil, status.Errorf(codes.ResourceExhausted, "%s has %d audit streams open, the most one caller may: close one first", caller, MaxAuditStreamsPerCaller)
+	}
+	if s.total >= MaxAuditStreams {
+		return nil, status.Errorf(codes.ResourceExhausted, "%d audit streams are open, the most this executor serves: try again later", s.total)
+	}
+	s.streams[caller]++
+	s.total++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.streams[caller]--; s.streams[caller] <= 0 {
+			delete(s.streams, caller)
+		}
+		s.total--
+	}, nil
 }
 
 var _ airlockv1.AuditServiceServer = (*auditService)(nil)
@@ -124,6 +161,11 @@ func (s *auditService) StreamAudit(req *airlockv1.StreamAuditRequest, ss airlock
 	if err != nil {
 		return err
 	}
+	release, err := s.openStream(c.SpiffeID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	poll := s.poll
 	if poll <= 0 {
 		poll = AuditPollInterval

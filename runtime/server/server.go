@@ -121,7 +121,8 @@ type Options struct {
 
 	// Auditors are the SPIFFE ID patterns of the callers that may read the
 	// audit log through the AuditService (StreamAudit, VerifyAudit).
-	// Empty: only the executor's own uid on the unix socket.
+	// Empty: executor.LocalOperators (the executor's own uid and root on
+	// the unix socket).
 	Auditors []string
 	// ApprovalsListen, when set, serves the approvals web page on this
 	// loopback address (port 0 picks a free port); OpenApprovalsPage mints
@@ -139,8 +140,9 @@ type Options struct {
 	// and a random suffix, new on every start.
 	ExecutorID string
 	// Approvers are the SPIFFE ID patterns of the callers that may list,
-	// approve and deny every approval. Empty: any authenticated caller
-	// other than the requester of the intent.
+	// approve and deny every approval (never their own intent's). Empty:
+	// executor.LocalOperators (the executor's own uid and root on the unix
+	// socket); other callers see only their own approvals.
 	Approvers []string
 }
 

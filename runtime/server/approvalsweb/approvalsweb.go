@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc/codes"
@@ -52,6 +53,12 @@ const (
 	MaxTokens = 1000
 	// MaxSessions bounds the live browser sessions.
 	MaxSessions = 1000
+	// MaxTokensPerCaller and MaxSessionsPerCaller bound the links and
+	// sessions of one identity: past them its oldest one is dropped, so
+	// that one identity cannot fill the page's memory or lock others out,
+	// and an operator who opens many links is never refused.
+	MaxTokensPerCaller   = 8
+	MaxSessionsPerCaller = 8
 	// MaxBody bounds the body of every POST.
 	MaxBody = 8 << 10
 	// MaxReason bounds the reason of a decision, in bytes.
@@ -85,6 +92,11 @@ type Config struct {
 	Addr string
 	// Approvals is the executor. Required.
 	Approvals Approvals
+	// MayOpen reports whether a caller may get a link to the page (the
+	// executor's approvers). Required: the page is for those who decide
+	// approvals, and links are a bounded resource that planners must not
+	// be able to exhaust.
+	MayOpen func(identity.Caller) bool
 	// TokenTTL (DefaultTokenTTL) and SessionTTL (DefaultSessionTTL).
 	TokenTTL, SessionTTL time.Duration
 	// Logger receives one line per session and decision.
@@ -139,8 +151,8 @@ func CheckAddr(addr string) error {
 
 // New builds the page for a listener at cfg.Addr.
 func New(cfg Config) (*Server, error) {
-	if cfg.Approvals == nil {
-		return nil, errors.New("approvals page: no executor")
+	if cfg.Approvals == nil || cfg.MayOpen == nil {
+		return nil, errors.New("approvals page: no executor (Approvals and MayOpen are required)")
 	}
 	host, port, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
@@ -192,6 +204,9 @@ func (s *Server) Mint(caller identity.Caller) (string, time.Time, error) {
 	if caller.SpiffeID == "" {
 		return "", time.Time{}, status.Error(codes.Unauthenticated, "no caller identity to bind the approvals page link to")
 	}
+	if !s.cfg.MayOpen(caller) {
+		return "", time.Time{}, status.Errorf(codes.PermissionDenied, "%s may not open the approvals page: it is for approvers (the executor's --approvers; default: the executor's own uid and root on the unix socket)", caller.SpiffeID)
+	}
 	tok, err := randomToken()
 	if err != nil {
 		return "", time.Time{}, status.Errorf(codes.Unavailable, "mint an approvals page token: %v", err)
@@ -201,6 +216,7 @@ func (s *Server) Mint(caller identity.Caller) (string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pruneLocked(now)
+	s.capTokensLocked(caller.SpiffeID)
 	if len(s.tokens) >= MaxTokens {
 		return "", time.Time{}, status.Errorf(codes.ResourceExhausted, "%d approvals page links are outstanding: wait %s for them to expire", len(s.tokens), s.cfg.TokenTTL)
 	}
@@ -215,6 +231,52 @@ func randomToken() (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// capTokensLocked drops the oldest links of caller until it has fewer than
+// MaxTokensPerCaller.
+func (s *Server) capTokensLocked(caller string) {
+	for {
+		var oldest [32]byte
+		var at time.Time
+		n := 0
+		for k, g := range s.tokens {
+			if g.caller.SpiffeID != caller {
+				continue
+			}
+			n++
+			if at.IsZero() || g.expires.Before(at) {
+				oldest, at = k, g.expires
+			}
+		}
+		if n < MaxTokensPerCaller {
+			return
+		}
+		delete(s.tokens, oldest)
+	}
+}
+
+// capSessionsLocked ends the oldest sessions of caller until it has fewer
+// than MaxSessionsPerCaller.
+func (s *Server) capSessionsLocked(caller string) {
+	for {
+		var oldest [32]byte
+		var at time.Time
+		n := 0
+		for k, ss := range s.sessions {
+			if ss.caller.SpiffeID != caller {
+				continue
+			}
+			n++
+			if at.IsZero() || ss.expires.Before(at) {
+				oldest, at = k, ss.expires
+			}
+		}
+		if n < MaxSessionsPerCaller {
+			return
+		}
+		delete(s.sessions, oldest)
+	}
 }
 
 // pruneLocked drops expired tokens and sessions.
@@ -332,6 +394,7 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnauthorized, "this link is invalid, used or expired: run `airlock approvals open` for a new one")
 		return
 	}
+	s.capSessionsLocked(g.caller.SpiffeID)
 	if len(s.sessions) >= MaxSessions {
 		s.mu.Unlock()
 		httpError(w, http.StatusServiceUnavailable, "too many approvals page sessions: try again later")
@@ -437,11 +500,30 @@ func toJSON(a *airlockv1.Approval) approvalJSON {
 	return approvalJSON{
 		ID: a.GetId(), IntentID: a.GetIntentId(), TaskID: a.GetTaskId(), Caller: a.GetCaller(),
 		Tool: a.GetTool(), ToolVersion: a.GetToolVersion(), ToolDigest: a.GetToolDigest(), Risk: a.GetRisk(),
-		Arguments: args, ArgumentsSHA256: a.GetArgumentsSha256(), Justification: a.GetJustification(),
-		Rules: rules, Message: a.GetMessage(), State: stateName(a.GetState()),
+		Arguments: visible(args), ArgumentsSHA256: a.GetArgumentsSha256(), Justification: visible(a.GetJustification()),
+		Rules: rules, Message: visible(a.GetMessage()), State: stateName(a.GetState()),
 		CreatedAt: ts(a.GetCreatedAt(), a.GetCreatedAt() != nil), ExpiresAt: ts(a.GetExpiresAt(), a.GetExpiresAt() != nil),
-		Approver: a.GetApprover(), Reason: a.GetReason(),
+		Approver: a.GetApprover(), Reason: visible(a.GetReason()),
 	}
+}
+
+// visible shows the characters that would hide or reorder what an
+// operator reads as \u escapes: control characters but newline and tab,
+// and the Unicode bidirectional controls (a path "publish/\u202egnp.x"
+// would display reversed). Within JSON they only occur inside strings,
+// where the escape means the same character, so the arguments stay the
+// exact JSON the approval covers.
+func visible(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		bidi := r == '\u061c' || r == '\u200e' || r == '\u200f' || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
+		if bidi || (unicode.IsControl(r) && r != '\n' && r != '\t') {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // prettyJSON indents canonical JSON for people: numbers keep every digit
