@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -119,11 +121,6 @@ func runInit() error {
 		return errors.New("the executor exited before the plugin started")
 	}
 	_ = unix.Close(fdLifeline)
-	if !s.Skip[LayerRlimits] {
-		if err := setRlimits(s.Limits); err != nil {
-			return err
-		}
-	}
 	if !s.Skip[LayerNoNewPrivs] {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
@@ -151,8 +148,71 @@ func runInit() error {
 		return err
 	}
 	argv := append([]string{exe}, s.Args...)
-	err = syscall.Exec(exe, argv, os.Environ())
-	return fmt.Errorf("exec the plugin %s: %w", s.Name, err)
+	return execLimited(exe, argv, os.Environ(), s.Limits, !s.Skip[LayerRlimits], s.Name)
+}
+
+// execLimited sets the plugin's rlimits and execs it without allocating in
+// between. The limits come last because they are the plugin's, and the init
+// is a Go program: under a small address space its runtime (the garbage
+// collector, on other threads) dies when a mapping fails (seen: SIGSEGV in
+// the GC under RLIMIT_AS between setrlimit and execve). So the exec's
+// arguments are built first, the collector is switched off, and the
+// limits and the exec are raw system calls.
+func execLimited(exe string, argv, env []string, l Limits, limit bool, name string) error {
+	exep, err := syscall.BytePtrFromString(exe)
+	if err != nil {
+		return fmt.Errorf("exec the plugin %s: %w", name, err)
+	}
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return fmt.Errorf("exec the plugin %s: %w", name, err)
+	}
+	envp, err := syscall.SlicePtrFromStrings(env)
+	if err != nil {
+		return fmt.Errorf("exec the plugin %s: %w", name, err)
+	}
+	limits := rlimits(l)
+	debug.SetGCPercent(-1)
+	if limit {
+		for i := range limits {
+			r := &limits[i]
+			if _, _, e := unix.RawSyscall6(unix.SYS_PRLIMIT64, 0, uintptr(r.res), uintptr(unsafe.Pointer(&r.v)), 0, 0, 0); e != 0 {
+				debug.SetGCPercent(100)
+				return fmt.Errorf("set %s to %d: %w", r.name, r.v.Cur, e)
+			}
+		}
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(exep)),
+		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])))
+	runtime.KeepAlive(exep)
+	runtime.KeepAlive(argvp)
+	runtime.KeepAlive(envp)
+	return fmt.Errorf("exec the plugin %s: %w", name, e)
+}
+
+type rlimit struct {
+	name string
+	res  int
+	v    unix.Rlimit
+}
+
+// rlimits are the plugin's resource limits, soft = hard.
+func rlimits(l Limits) []rlimit {
+	cpu := uint64((l.CPUTime + 999_999_999) / 1_000_000_000)
+	out := []rlimit{
+		{"RLIMIT_AS", unix.RLIMIT_AS, unix.Rlimit{}},
+		{"RLIMIT_FSIZE", unix.RLIMIT_FSIZE, unix.Rlimit{}},
+		{"RLIMIT_NOFILE", unix.RLIMIT_NOFILE, unix.Rlimit{}},
+		{"RLIMIT_NPROC", unix.RLIMIT_NPROC, unix.Rlimit{}},
+		// Soft = hard: the kernel sends SIGKILL at the hard limit, which a
+		// Go program (that ignores SIGXCPU) or PID 1 cannot ignore.
+		{"RLIMIT_CPU", unix.RLIMIT_CPU, unix.Rlimit{}},
+		{"RLIMIT_CORE", unix.RLIMIT_CORE, unix.Rlimit{}},
+	}
+	for i, v := range []uint64{uint64(l.AddressSpace), uint64(l.FileSize), uint64(l.OpenFiles), uint64(l.Processes), cpu, 0} {
+		out[i].v = unix.Rlimit{Cur: v, Max: v}
+	}
+	return out
 }
 
 // nullStdin replaces descriptor 0 with /dev/null.
@@ -465,31 +525,6 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("bring lo up: %w", err)
-	}
-	return nil
-}
-
-func setRlimits(l Limits) error {
-	cpu := uint64((l.CPUTime + 999_999_999) / 1_000_000_000)
-	for _, r := range []struct {
-		name string
-		res  int
-		v    uint64
-	}{
-		{"RLIMIT_AS", unix.RLIMIT_AS, uint64(l.AddressSpace)},
-		{"RLIMIT_FSIZE", unix.RLIMIT_FSIZE, uint64(l.FileSize)},
-		{"RLIMIT_NOFILE", unix.RLIMIT_NOFILE, uint64(l.OpenFiles)},
-		{"RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Processes)},
-		// Soft = hard: the kernel sends SIGKILL at the hard limit, which a
-		// Go program (that ignores SIGXCPU) or PID 1 cannot ignore.
-		{"RLIMIT_CPU", unix.RLIMIT_CPU, cpu},
-		{"RLIMIT_CORE", unix.RLIMIT_CORE, 0},
-	} {
-		// syscall.Setrlimit also stops Go's exec from restoring its saved
-		// RLIMIT_NOFILE in the plugin.
-		if err := syscall.Setrlimit(r.res, &syscall.Rlimit{Cur: r.v, Max: r.v}); err != nil {
-			return fmt.Errorf("set %s to %d: %w", r.name, r.v, err)
-		}
 	}
 	return nil
 }
