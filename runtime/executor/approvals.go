@@ -459,6 +459,31 @@ func (e *Executor) expireApproval(ctx context.Context, a *store.Approval) error 
 		fmt.Sprintf("nobody decided approval %s before it expired at %s, so the tool did not run: submit again to ask for a new approval", a.ID, a.ExpiresAt.Format(time.RFC3339)), ""))
 }
 
+// endTaskApprovals expires the pending approvals of a task that ended: an
+// operator is never asked to approve work whose task is gone, and the
+// planner waiting on them learns why. An approved intent not yet claimed
+// fails with task_ended when it is picked up (the run re-reads the task).
+func (e *Executor) endTaskApprovals(ctx context.Context, taskID string) {
+	ctx = context.WithoutCancel(ctx)
+	as, err := e.cfg.Store.Approvals(ctx, store.ApprovalFilter{
+		TaskID: taskID, States: []store.ApprovalState{store.ApprovalPending}, Limit: store.MaxApprovalsLimit,
+	})
+	if err != nil {
+		e.log.Error().Err(err).Str("task", taskID).Msg("could not read the pending approvals of an ended task: they expire on their own")
+		return
+	}
+	for _, a := range as {
+		ev := e.approvalEvent(TypeApprovalExpire, a, "airlock", "task ended")
+		ch := &store.ApprovalChange{ID: a.ID, From: []store.ApprovalState{store.ApprovalPending}, To: store.ApprovalExpired,
+			At: time.Now().UTC(), Approver: "airlock", Reason: "task ended"}
+		err := e.settle(ctx, a, ch, ev, airlockv1.Status_STATUS_DENIED, outcomeError("task_ended",
+			fmt.Sprintf("task %s ended before anyone decided approval %s, so the tool did not run: begin a new task", taskID, a.ID), "task_id"))
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			e.log.Error().Err(err).Str("approval", a.ID).Msg("could not expire the approval of an ended task: it expires on its own")
+		}
+	}
+}
+
 // interruptApproval settles an approved intent whose claim went stale (its
 // executor died mid-run): the tool may or may not have run, and it is
 // never run again (at most once). The intent fails with code interrupted.

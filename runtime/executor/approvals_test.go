@@ -525,3 +525,38 @@ func loadApprovalToolsFrom(t *testing.T, tools []*manifest.Manifest) ([]*manifes
 	}
 	return tools, eng
 }
+
+// Ending a task expires its pending approvals: nobody is asked to approve
+// work whose task is gone, and the planner learns why.
+func TestTaskEndExpiresItsApprovals(t *testing.T) {
+	env := newApprovalEnv(t, executor.Config{})
+	ctx := context.Background()
+	task, other := env.task(t), env.task(t)
+	p := env.x.Submit(ctx, planner, write(task, "p.txt", "P"))
+	q := env.x.Submit(ctx, planner, write(other, "q.txt", "Q"))
+	wantOutcome(t, p, airlockv1.Status_STATUS_PENDING_APPROVAL, "approval_required")
+	if _, err := env.x.EndTask(ctx, planner, task, "done"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := env.x.GetIntent(ctx, planner, p.GetIntentId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, out, airlockv1.Status_STATUS_DENIED, "task_ended")
+	a, err := env.x.GetApproval(ctx, operator, p.GetApprovalId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.GetState() != airlockv1.ApprovalState_APPROVAL_STATE_EXPIRED {
+		t.Fatalf("the approval of the ended task is %v, want expired", a.GetState())
+	}
+	_, err = env.x.Approve(ctx, operator, p.GetApprovalId(), "")
+	wantApprovalErr(t, err, codes.FailedPrecondition)
+	// Another task's approval is untouched.
+	if a, err := env.x.GetApproval(ctx, operator, q.GetApprovalId()); err != nil || a.GetState() != airlockv1.ApprovalState_APPROVAL_STATE_PENDING {
+		t.Fatalf("another task's approval: %v %v", a.GetState(), err)
+	}
+	if n := executions(t, env.st, p.GetIntentId()); n != 0 {
+		t.Fatalf("the intent of the ended task ran %d times", n)
+	}
+}

@@ -144,8 +144,9 @@ func (e *Executor) endTask(ctx context.Context, t *store.Task, by, reason string
 	e.logEvent(ev)
 	// Its calls in flight end, and every credential leased to it is
 	// revoked at its source. A revocation that fails is retried by the
-	// reaper (the lease stays due).
+	// reaper (the lease stays due). Its pending approvals expire.
 	e.cancelTask(t.ID)
+	e.endTaskApprovals(ctx, t.ID)
 	if e.leaser != nil {
 		if n, err := e.leaser.RevokeTask(context.WithoutCancel(ctx), t.ID, reason); err != nil {
 			e.log.Error().Err(err).Str("task", t.ID).Int("revoked", n).Msg("could not revoke every lease of the task: retrying")
