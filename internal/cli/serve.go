@@ -54,6 +54,10 @@ under spiffe://airlock.local/uid/ are never admitted over mTLS. A non-loopback
 					}
 				}
 			}
+			if !cmd.Flags().Changed("idempotency-ttl") {
+				// The default: 24h, or longer when --approval-ttl needs it.
+				o.IdempotencyTTL = 0
+			}
 			if err := server.Run(cmd.Context(), o); err != nil {
 				return &ExitError{Code: ExitFail, Err: err}
 			}
@@ -84,6 +88,7 @@ under spiffe://airlock.local/uid/ are never admitted over mTLS. A non-loopback
 	f.DurationVar(&o.ApprovalWaitMax, "approval-wait-max", 5*time.Minute, "the longest a Submit or GetIntent may wait for an approval decision")
 	f.DurationVar(&o.ApprovalPoll, "approval-poll", 500*time.Millisecond, "how often approved intents nobody waits for are run and expired approvals settled")
 	f.StringVar(&o.ExecutorID, "executor-id", "", "this executor's id in audit events, unique among the executors of one --store; keep it across restarts so that a restart settles at once the intents its previous run left without an outcome (letters, digits, . _ : -; default: hostname and a random suffix)")
+	f.DurationVar(&o.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an idempotency key stays bound to its intent; older keys are purged and a key submitted again after it starts a new intent (at least 1h, and longer than --approval-ttl plus the stale-claim time and a margin)")
 	f.StringSliceVar(&o.Approvers, "approvers", nil, "comma-separated SPIFFE ID patterns of who may list every approval, approve and deny, like spiffe://example.org/human/* (default: this process's uid and root on the socket; nobody decides their own intent)")
 	f.StringArrayVar(&o.PluginAcceptMissing, "plugin-accept-missing", nil, "run native plugin tools even though this OS isolation layer is unavailable here, like landlock (repeatable; weaker isolation: see docs/operator-guide.md)")
 	f.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")

@@ -105,6 +105,16 @@ type Config struct {
 	// It covers what runs outside the tool's timeout (credential leases,
 	// commits) and clock skew between executors sharing a store.
 	InterruptMargin time.Duration
+	// IdempotencyTTL is how long an idempotency key stays bound to its
+	// intent (serve --idempotency-ttl; default 24h, or
+	// IdempotencyTTLFloor when that is longer). Older records, and the
+	// executor's outcome markers, are purged in the background in batches;
+	// a key submitted again after its TTL starts a new intent. It must be
+	// at least IdempotencyTTLFloor: at least MinIdempotencyTTL, and longer
+	// than an intent can wait for approval and run (ApprovalTTL plus the
+	// stale-claim time plus InterruptMargin), so that no key is purged
+	// while its intent may still run.
+	IdempotencyTTL time.Duration
 	// Approvers are who may list every approval, approve and deny:
 	// SPIFFE ID patterns (identity.ParsePattern). Nobody decides their own
 	// intent's approval. Empty: LocalOperators (the executor's own uid and
@@ -182,6 +192,9 @@ func New(ctx context.Context, cfg Config) (*Executor, error) {
 	}
 	if cfg.InterruptMargin <= 0 {
 		cfg.InterruptMargin = DefaultInterruptMargin
+	}
+	if err := resolveIdempotencyTTL(&cfg); err != nil {
+		return nil, err
 	}
 	if len(cfg.Approvers) == 0 {
 		// Deny by default: without --approvers only the local operators

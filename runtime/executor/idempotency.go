@@ -26,6 +26,82 @@ const MaxIdempotencyKey = 128
 // DefaultInterruptMargin is the default of Config.InterruptMargin.
 const DefaultInterruptMargin = time.Minute
 
+// Retention of idempotency records (Config.IdempotencyTTL).
+const (
+	// DefaultIdempotencyTTL is the default of Config.IdempotencyTTL.
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// MinIdempotencyTTL is the least Config.IdempotencyTTL accepted.
+	MinIdempotencyTTL = time.Hour
+	// idempotencyPurgeBatch bounds the records one purge deletes.
+	idempotencyPurgeBatch = 1000
+	// idempotencyPurgeEvery is how often the reaper purges expired
+	// records; while a purge fills its batch, it purges again each tick.
+	idempotencyPurgeEvery = time.Minute
+)
+
+// IdempotencyTTLFloor is the least IdempotencyTTL that cfg accepts:
+// MinIdempotencyTTL, or longer when an intent can live longer from the
+// reservation of its key to its outcome: its approval may stay pending for
+// ApprovalTTL, then its claim is settled only after the stale-claim time
+// (ApprovalStaleClaim, at least twice the longest tool timeout), and a
+// reservation without an outcome only after its tool's timeout and
+// InterruptMargin. Purging a key sooner could let a resubmission run the
+// intent a second time. Zero fields count as their defaults.
+func IdempotencyTTLFloor(cfg Config) time.Duration {
+	approvalTTL, stale, margin := cfg.ApprovalTTL, cfg.ApprovalStaleClaim, cfg.InterruptMargin
+	if approvalTTL <= 0 {
+		approvalTTL = DefaultApprovalTTL
+	}
+	if stale <= 0 {
+		stale = DefaultApprovalStaleClaim
+	}
+	if margin <= 0 {
+		margin = DefaultInterruptMargin
+	}
+	for _, m := range cfg.Tools {
+		stale = max(stale, 2*time.Duration(m.Spec.Limits.Timeout))
+	}
+	return max(MinIdempotencyTTL, approvalTTL+stale+margin)
+}
+
+// resolveIdempotencyTTL applies the default of cfg.IdempotencyTTL and
+// refuses a TTL below its floor.
+func resolveIdempotencyTTL(cfg *Config) error {
+	floor := IdempotencyTTLFloor(*cfg)
+	switch {
+	case cfg.IdempotencyTTL == 0:
+		cfg.IdempotencyTTL = max(DefaultIdempotencyTTL, floor)
+	case cfg.IdempotencyTTL < floor:
+		return fmt.Errorf("idempotency TTL %s (--idempotency-ttl) is below its floor %s: keys must outlive %s and every intent that may still wait for approval (--approval-ttl) and run, or a resubmission could run an intent twice: set --idempotency-ttl to at least %s",
+			cfg.IdempotencyTTL, floor, MinIdempotencyTTL, floor)
+	}
+	return nil
+}
+
+// purgeIdempotency deletes one batch of idempotency records older than
+// the TTL and reports whether the batch was full (more may be due).
+//
+// The outcome markers ("outcome <intent id>") go too: a marker only
+// decides which of an intent's outcome and its settlement as interrupted
+// commits, and both happen within the intent's tool timeout and
+// InterruptMargin of its reservation (or, for an approved intent, within
+// the stale-claim time of its claim), far less than the TTL's floor. By
+// the time a marker expires, the reservation it guards (older still) has
+// expired too, so nothing can race for it any more.
+func (e *Executor) purgeIdempotency(ctx context.Context, now time.Time) bool {
+	n, err := e.cfg.Store.PurgeIdempotency(ctx, now.Add(-e.cfg.IdempotencyTTL), idempotencyPurgeBatch)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Error().Err(err).Msg("could not purge expired idempotency keys: retrying")
+		}
+		return false
+	}
+	if n > 0 {
+		e.log.Debug().Int("records", n).Dur("ttl", e.cfg.IdempotencyTTL).Msg("purged expired idempotency keys")
+	}
+	return n == idempotencyPurgeBatch
+}
+
 // outcomeMarkerPrefix starts the key of an intent's outcome marker. The
 // space keeps it apart from every key a caller can submit.
 const outcomeMarkerPrefix = "outcome "

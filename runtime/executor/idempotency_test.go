@@ -21,6 +21,7 @@ import (
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
+	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
 // spin is a json.query that never ends: only its timeout or its caller
@@ -320,5 +321,124 @@ func TestStaleApprovalClaimInterrupted(t *testing.T) {
 	}
 	if fresh.State != store.ApprovalClaimed || executions(t, env.st, claims[1].GetIntentId()) != 0 {
 		t.Fatalf("a fresh claim was settled: %s", fresh.State)
+	}
+}
+
+// An idempotency key older than IdempotencyTTL is purged, with its
+// intent's outcome marker, by the executor in the background; submitted
+// again, it starts a new intent that runs. A key younger than the TTL is
+// kept and still answers with its first intent.
+func TestExpiredIdempotencyKeyPurged(t *testing.T) {
+	ctx := context.Background()
+	env := &approvalEnv{data: t.TempDir()}
+	env.tools, env.eng = loadApprovalTools(t, testenv.BundledManifests(t))
+	st, err := sqlite.Open(ctx, filepath.Join(env.data, "airlock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	env.st = st
+	// What earlier runs left: a key reserved 2h ago (past the TTL below)
+	// with its outcome marker, and one reserved 30m ago (within it).
+	oldReq := withKey(&airlockv1.SubmitRequest{Tool: "json.query", Arguments: `{"filter":".a","input":{"a":1}}`}, "ttl-old")
+	freshReq := withKey(&airlockv1.SubmitRequest{Tool: "json.query", Arguments: `{"filter":".a","input":{"a":2}}`}, "ttl-fresh")
+	oldAt := time.Now().Add(-2 * time.Hour)
+	oldIntent := env.reserve(t, oldReq, "exec-gone/run_old", oldAt)
+	marker := "outcome " + oldIntent
+	if err := st.Commit(ctx, []*store.Batch{{Idempotency: []*store.IdempotencyRecord{{Caller: planner.SpiffeID, Key: marker,
+		IntentID: oldIntent, CreatedAt: oldAt.Add(time.Second)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	freshIntent := env.reserve(t, freshReq, "exec-gone/run_old", time.Now().Add(-30*time.Minute))
+
+	// The least TTL these approval settings allow.
+	cfg := executor.Config{ExecutorID: "exec-a", IdempotencyTTL: time.Hour, ApprovalTTL: 30 * time.Minute}
+	if f := executor.IdempotencyTTLFloor(cfg); f != time.Hour {
+		t.Fatalf("floor %s, want 1h", f)
+	}
+	env.x = env.start(t, cfg)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-old")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("the expired key was not purged: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := st.Idempotency(ctx, planner.SpiffeID, marker); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the expired outcome marker: %v, want purged", err)
+	}
+	if rec, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-fresh"); err != nil || rec.IntentID != freshIntent {
+		t.Fatalf("the key within its TTL: %+v, %v; want kept for intent %s", rec, err, freshIntent)
+	}
+
+	// The expired key starts a new intent, which runs once.
+	out := env.x.Submit(ctx, planner, oldReq)
+	wantOutcome(t, out, airlockv1.Status_STATUS_OK, "")
+	if out.GetIntentId() == oldIntent || !strings.Contains(out.GetOutput(), `"results":[1]`) {
+		t.Fatalf("resubmission after the TTL: %v; want a new intent that ran", out)
+	}
+	if n := executions(t, st, out.GetIntentId()); n != 1 {
+		t.Fatalf("the new intent ran %d times", n)
+	}
+	if rec, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-old"); err != nil || rec.IntentID != out.GetIntentId() {
+		t.Fatalf("the key after resubmission: %+v, %v; want bound to %s", rec, err, out.GetIntentId())
+	}
+	// The same submission again replays the new intent.
+	again := env.x.Submit(ctx, planner, oldReq)
+	if again.GetIntentId() != out.GetIntentId() || again.GetAuditEventId() != out.GetAuditEventId() {
+		t.Fatalf("replay %v, want the outcome of %s", again, out.GetIntentId())
+	}
+	// The key within its TTL still answers with its first intent (settled
+	// as interrupted: its executor is gone), not a new one.
+	fresh := env.x.Submit(ctx, planner, freshReq)
+	wantOutcome(t, fresh, airlockv1.Status_STATUS_FAILED, "interrupted")
+	if fresh.GetIntentId() != freshIntent {
+		t.Fatalf("the key within its TTL started intent %s, want %s", fresh.GetIntentId(), freshIntent)
+	}
+}
+
+// IdempotencyTTL is refused below its floor, naming the flag; zero takes
+// the default, never below the floor.
+func TestIdempotencyTTLFloor(t *testing.T) {
+	// A zero TTL with a day-long ApprovalTTL starts: the default rises to
+	// the floor rather than refusing.
+	env := newApprovalEnv(t, executor.Config{ApprovalTTL: 24 * time.Hour})
+	ctx := context.Background()
+	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close(ctx) })
+	longest := time.Duration(0)
+	for _, m := range env.tools {
+		longest = max(longest, time.Duration(m.Spec.Limits.Timeout))
+	}
+	stale := max(executor.DefaultApprovalStaleClaim, 2*longest)
+	for _, tc := range []struct {
+		cfg   executor.Config
+		floor time.Duration
+	}{
+		{executor.Config{IdempotencyTTL: 30 * time.Minute, ApprovalTTL: time.Minute}, executor.MinIdempotencyTTL},
+		{executor.Config{IdempotencyTTL: -time.Hour, ApprovalTTL: time.Minute}, executor.MinIdempotencyTTL},
+		{executor.Config{IdempotencyTTL: time.Hour}, executor.DefaultApprovalTTL + stale + executor.DefaultInterruptMargin},
+		{executor.Config{IdempotencyTTL: 24 * time.Hour, ApprovalTTL: 24 * time.Hour}, 24*time.Hour + stale + executor.DefaultInterruptMargin},
+	} {
+		tc.cfg.Tools, tc.cfg.Policy, tc.cfg.Store, tc.cfg.DataDir = env.tools, env.eng, env.st, t.TempDir()
+		tc.cfg.Backend = backend
+		if got := executor.IdempotencyTTLFloor(tc.cfg); got != tc.floor {
+			t.Fatalf("floor of %+v: %s, want %s", tc.cfg, got, tc.floor)
+		}
+		x, err := executor.New(ctx, tc.cfg)
+		if err == nil {
+			x.Close(ctx)
+			t.Fatalf("IdempotencyTTL %s was accepted below its floor %s", tc.cfg.IdempotencyTTL, tc.floor)
+		}
+		if !strings.Contains(err.Error(), "--idempotency-ttl") || !strings.Contains(err.Error(), "at least "+tc.floor.String()) {
+			t.Fatalf("IdempotencyTTL %s: %v; want an error naming the flag and its floor %s", tc.cfg.IdempotencyTTL, err, tc.floor)
+		}
 	}
 }

@@ -260,7 +260,8 @@ func (e *Executor) workspace(taskID string) (string, error) {
 	return dir, nil
 }
 
-// reapExpiredTasks ends tasks whose TTL ran out.
+// reapExpiredTasks ends tasks whose TTL ran out, revokes the leases due
+// and purges the idempotency records older than Config.IdempotencyTTL.
 func (e *Executor) reapExpiredTasks(ctx context.Context) {
 	defer close(e.reaperDone)
 	// Tasks that other executors end are followed in the shared store.
@@ -269,7 +270,8 @@ func (e *Executor) reapExpiredTasks(ctx context.Context) {
 	defer func() { <-followDone }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var lastRevoke time.Time
+	var lastRevoke, lastPurge time.Time
+	purgeMore := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -297,6 +299,10 @@ func (e *Executor) reapExpiredTasks(ctx context.Context) {
 				if _, err := e.leaser.RevokeDue(ctx); err != nil {
 					e.log.Error().Err(err).Msg("could not revoke every lease due: retrying")
 				}
+			}
+			if purgeMore || now.Sub(lastPurge) >= idempotencyPurgeEvery {
+				lastPurge = now
+				purgeMore = e.purgeIdempotency(ctx, now)
 			}
 		}
 	}

@@ -139,6 +139,11 @@ type Options struct {
 	// reservations (see executor.Config.ExecutorID). Empty: the hostname
 	// and a random suffix, new on every start.
 	ExecutorID string
+	// IdempotencyTTL is how long an idempotency key stays bound to its
+	// intent before it is purged (see executor.Config.IdempotencyTTL).
+	// Zero: 24h, or the floor when that is longer; a value below the
+	// floor (executor.IdempotencyTTLFloor, at least 1h) is refused.
+	IdempotencyTTL time.Duration
 	// Approvers are the SPIFFE ID patterns of the callers that may list,
 	// approve and deny every approval (never their own intent's). Empty:
 	// executor.LocalOperators (the executor's own uid and root on the unix
@@ -240,6 +245,10 @@ func Run(ctx context.Context, o Options) (err error) {
 			return fmt.Errorf("--executor-id: %w", err)
 		}
 	}
+	if o.IdempotencyTTL < 0 || (o.IdempotencyTTL > 0 && o.IdempotencyTTL < executor.MinIdempotencyTTL) {
+		return fmt.Errorf("--idempotency-ttl %s is below the minimum %s: idempotency keys must outlive every intent that may still run: set --idempotency-ttl to at least %s (default 24h)",
+			o.IdempotencyTTL, executor.MinIdempotencyTTL, executor.MinIdempotencyTTL)
+	}
 
 	leaseKey, err := loadLeaseKey(o)
 	if err != nil {
@@ -301,7 +310,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Tools: tools, Policy: eng, Backend: sandboxes, Store: st, DataDir: o.DataDir, Logger: &log,
 		Egress: o.Egress, Credentials: creds, LeaseKey: leaseKey,
 		ApprovalTTL: o.ApprovalTTL, ApprovalWaitMax: o.ApprovalWaitMax, ApprovalPoll: o.ApprovalPoll, Approvers: approvers,
-		ExecutorID: o.ExecutorID,
+		ExecutorID: o.ExecutorID, IdempotencyTTL: o.IdempotencyTTL,
 	})
 	if err != nil {
 		return err

@@ -169,6 +169,10 @@ type ApprovalFilter struct {
 	Limit int
 }
 
+// MaxPage bounds what one call of a Store reads or deletes (records,
+// leases, idempotency records); larger limits are clamped to it.
+const MaxPage = 10000
+
 // Bounds of ApprovalFilter.Limit.
 const (
 	DefaultApprovalsLimit = 100
@@ -253,6 +257,12 @@ type Store interface {
 	ApprovalsDue(ctx context.Context, now time.Time, staleClaim time.Duration, limit int) ([]*Approval, error)
 	// Idempotency returns the record of (caller, key), or ErrNotFound.
 	Idempotency(ctx context.Context, caller, key string) (*IdempotencyRecord, error)
+	// PurgeIdempotency deletes up to limit idempotency records (the
+	// executor's outcome markers included) whose CreatedAt is before
+	// before, oldest first, and returns how many it deleted. Records
+	// without a CreatedAt are never purged. limit must be positive; it is
+	// clamped to MaxPage.
+	PurgeIdempotency(ctx context.Context, before time.Time, limit int) (int, error)
 	// AuditFiltered returns up to limit records with Seq > after that
 	// match f, in order.
 	AuditFiltered(ctx context.Context, after int64, f AuditFilter, limit int) ([]Record, error)

@@ -39,7 +39,7 @@ const timeFormat = rowscan.TimeFormat
 // MaxPage bounds the number of records one AuditRecords or AuditTail call
 // returns, and the leases one OpenLeases or LeasesDue call returns; larger
 // requests are clamped to it.
-const MaxPage = 10000
+const MaxPage = store.MaxPage
 
 // Options configures Open. The zero value is valid.
 type Options struct {
@@ -526,6 +526,31 @@ func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.Ide
 		return nil, fmt.Errorf("read idempotency key %q of %s: %w", key, caller, err)
 	}
 	return r, nil
+}
+
+// PurgeIdempotency deletes up to limit idempotency records created before
+// before, oldest first, and returns how many it deleted. Records without a
+// creation time are kept. Rows another transaction holds (a concurrent
+// purge by another executor) are skipped, not waited for. limit must be
+// positive; it is clamped to MaxPage.
+func (s *Store) PurgeIdempotency(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("purge idempotency records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, fmt.Errorf("purge idempotency records in %s: the store is closed", s.where)
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency WHERE (caller, key) IN
+		(SELECT caller, key FROM idempotency WHERE created_at < $1
+		 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+		before.UTC().Format(timeFormat), limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge idempotency records in %s: %w", s.where, err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // Close closes the store's connections. Commits in progress finish first.

@@ -36,7 +36,7 @@ const timeFormat = rowscan.TimeFormat
 
 // MaxPage bounds the number of records one AuditRecords or AuditTail call
 // returns; larger requests are clamped to it.
-const MaxPage = 10000
+const MaxPage = store.MaxPage
 
 // Options configures Open. The zero value is valid.
 type Options struct {
@@ -574,6 +574,32 @@ func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.Ide
 		return nil, fmt.Errorf("read idempotency key %q of %s: %w", key, caller, err)
 	}
 	return r, nil
+}
+
+// PurgeIdempotency deletes up to limit idempotency records created before
+// before, oldest first, and returns how many it deleted. Records without a
+// creation time are kept. limit must be positive; it is clamped to MaxPage.
+func (s *Store) PurgeIdempotency(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("purge idempotency records: limit is %d: it must be positive", limit)
+	}
+	limit = min(limit, MaxPage)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("purge idempotency records in %s: the store is closed", s.path)
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM idempotency WHERE (caller, key) IN
+		(SELECT caller, key FROM idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?)`,
+		before.UTC().Format(timeFormat), limit)
+	if err != nil {
+		return 0, fmt.Errorf("purge idempotency records in %s: %w", s.path, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("purge idempotency records in %s: count deleted rows: %w", s.path, err)
+	}
+	return int(n), nil
 }
 
 // Close closes the store. Commits in progress finish first.

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ApprovalsFilter", testApprovalsFilter},
 		{"ApprovalsDue", testApprovalsDue},
 		{"Idempotency", testIdempotency},
+		{"PurgeIdempotency", testPurgeIdempotency},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -911,5 +912,108 @@ func testIdempotency(t *testing.T, s store.Store) {
 		if _, err := s.Idempotency(ctx, Caller, k); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("key %s: %v, want ErrNotFound", k, err)
 		}
+	}
+}
+
+// testPurgeIdempotency: records (outcome markers too) older than the
+// cutoff go, oldest first and at most limit per call; newer ones, ones
+// created exactly at the cutoff and ones without a creation time stay; a
+// purged key can be taken again.
+func testPurgeIdempotency(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	base := time.Now().UTC()
+	rec := func(key, intent string, at time.Time) *store.IdempotencyRecord {
+		return &store.IdempotencyRecord{Caller: Caller, Key: key, IntentID: intent, Tool: "http.fetch", ArgsSHA256: "abcd", CreatedAt: at}
+	}
+	recs := []*store.IdempotencyRecord{
+		rec("k-3h", "int_1", base.Add(-3*time.Hour)),
+		rec("outcome int_1", "int_1", base.Add(-150*time.Minute)), // the executor's outcome marker
+		rec("k-2h", "int_2", base.Add(-2*time.Hour)),
+		rec("k-1h", "int_3", base.Add(-time.Hour)),
+		rec("k-now", "int_4", base),
+		rec("k-undated", "int_5", time.Time{}),
+	}
+	commit(t, s, &store.Batch{Idempotency: recs})
+	// Another caller's old record is purged alongside.
+	commit(t, s, &store.Batch{Idempotency: []*store.IdempotencyRecord{{Caller: "spiffe://example.org/other", Key: "k-3h",
+		IntentID: "int_6", CreatedAt: base.Add(-100 * time.Minute)}}})
+	exists := func(caller, key string) bool {
+		t.Helper()
+		_, err := s.Idempotency(ctx, caller, key)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	for _, limit := range []int{0, -1} {
+		if n, err := s.PurgeIdempotency(ctx, base, limit); err == nil || n != 0 || !strings.Contains(err.Error(), "limit") {
+			t.Fatalf("limit %d: purged %d, err %v: want an error naming the limit", limit, n, err)
+		}
+	}
+	if !exists(Caller, "k-3h") {
+		t.Fatal("a refused purge deleted a record")
+	}
+	cutoff := base.Add(-90 * time.Minute)
+	// Oldest first: the 3h-old record and the 150m-old marker.
+	n, err := s.PurgeIdempotency(ctx, cutoff, 2)
+	if err != nil || n != 2 {
+		t.Fatalf("purge with limit 2: %d, %v; want 2", n, err)
+	}
+	if exists(Caller, "k-3h") || exists(Caller, "outcome int_1") || !exists(Caller, "k-2h") || !exists("spiffe://example.org/other", "k-3h") {
+		t.Fatal("the limited purge did not delete exactly the two oldest records")
+	}
+	// The rest before the cutoff: the 2h-old record and the other caller's.
+	if n, err := s.PurgeIdempotency(ctx, cutoff, 100); err != nil || n != 2 {
+		t.Fatalf("second purge: %d, %v; want 2", n, err)
+	}
+	if n, err := s.PurgeIdempotency(ctx, cutoff, 100); err != nil || n != 0 {
+		t.Fatalf("third purge: %d, %v; want 0", n, err)
+	}
+	if exists(Caller, "k-2h") || exists("spiffe://example.org/other", "k-3h") {
+		t.Fatal("a record older than the cutoff survived")
+	}
+	for _, k := range []string{"k-1h", "k-now", "k-undated"} {
+		if !exists(Caller, k) {
+			t.Fatalf("record %s, newer than the cutoff or undated, was purged", k)
+		}
+	}
+	// The cutoff is exclusive.
+	if n, err := s.PurgeIdempotency(ctx, base.Add(-time.Hour), 100); err != nil || n != 0 || !exists(Caller, "k-1h") {
+		t.Fatalf("purge before exactly k-1h's creation: %d, %v; want 0, kept", n, err)
+	}
+	// A purged key is free again: a new intent may take it.
+	commit(t, s, &store.Batch{Idempotency: []*store.IdempotencyRecord{rec("k-3h", "int_7", base)}})
+	if got, err := s.Idempotency(ctx, Caller, "k-3h"); err != nil || got.IntentID != "int_7" {
+		t.Fatalf("re-taken key: %+v, %v; want intent int_7", got, err)
+	}
+	// A limit above MaxPage is clamped, not refused; undated records stay.
+	if n, err := s.PurgeIdempotency(ctx, base.Add(time.Second), store.MaxPage+1); err != nil || n != 3 {
+		t.Fatalf("purge of everything dated: %d, %v; want 3", n, err)
+	}
+	if !exists(Caller, "k-undated") || exists(Caller, "k-now") || exists(Caller, "k-1h") || exists(Caller, "k-3h") {
+		t.Fatal("the purge of everything dated did not keep exactly the undated record")
+	}
+	// Many records, purged in pages of the limit.
+	var many []*store.IdempotencyRecord
+	for i := range 25 {
+		many = append(many, rec(fmt.Sprintf("bulk-%02d", i), fmt.Sprintf("int_b%02d", i), base.Add(-time.Duration(25-i)*time.Minute)))
+	}
+	commit(t, s, &store.Batch{Idempotency: many})
+	var pages []int
+	for range 5 {
+		n, err := s.PurgeIdempotency(ctx, base, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, n)
+		if n == 0 {
+			break
+		}
+	}
+	if !slices.Equal(pages, []int{10, 10, 5, 0}) {
+		t.Fatalf("purged pages %v, want [10 10 5 0]", pages)
+	}
+	if exists(Caller, "bulk-24") {
+		t.Fatal("a bulk record survived")
 	}
 }
