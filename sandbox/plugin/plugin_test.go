@@ -493,6 +493,22 @@ func TestNoZombiesAfterCrashStorm(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Every child process is counted until it is reaped. A call that
+	// passed its deadline while its process started has returned, but
+	// that start ends in the background (aborted at once: its process is
+	// killed, reaped, then uncounted). So the count may exceed the
+	// processes now, never the other way round; read it first, since
+	// after the calls it can only fall.
+	tl.mu.Lock()
+	live := tl.live
+	tl.mu.Unlock()
+	if kids := children(t); len(kids) > live || live > 4 {
+		t.Errorf("%d child processes, the pool counts %d (max 4)", len(kids), live)
+	}
+	// Once those starts have ended (aborted at once; StartTimeout bounds
+	// them anyway), only the warm processes are left and the count is
+	// exact.
+	waitStarts(t, tl)
 	kids := children(t)
 	for pid, st := range kids {
 		if st == "Z" {
@@ -500,10 +516,84 @@ func TestNoZombiesAfterCrashStorm(t *testing.T) {
 		}
 	}
 	tl.mu.Lock()
-	live := tl.live
+	live = tl.live
+	idle := 0
+	for _, ps := range tl.idle {
+		idle += len(ps)
+	}
 	tl.mu.Unlock()
-	if len(kids) != live || live > 4 {
-		t.Errorf("%d child processes, the pool counts %d (max 4)", len(kids), live)
+	if len(kids) != live || live != idle || live > 4 {
+		t.Errorf("after the starts ended: %d child processes, the pool counts %d, %d idle (max 4)", len(kids), live, idle)
+	}
+}
+
+// waitStarts waits for the tool's process starts in flight to end, for up
+// to 20s: they are aborted (their process killed) when their call stops
+// waiting or the tool closes, so they end at once, not after StartTimeout.
+func waitStarts(t *testing.T, tl *tool) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { tl.starts.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a process start was not aborted: it still runs")
+	}
+}
+
+// A call that passes its deadline while its process starts returns; the
+// start is aborted, and its process stays counted until it is reaped.
+func TestAbandonedStartCounted(t *testing.T) {
+	e := newBackend(t, Config{StartTimeout: time.Hour})
+	tl := e.prepare(t, testManifest(t, testTool, func(m *manifest.Manifest) {
+		m.Spec.Runtime.Plugin.Args = []string{"slowstart"}
+		m.Spec.Limits.Concurrency = 1
+	}))
+	for range 3 {
+		short, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := tl.Run(short, &sandbox.Call{Input: input("echo", "", 0)})
+		stop()
+		if k := sandbox.KindOf(err); k != sandbox.KindTimeout && k != sandbox.KindBusy {
+			t.Fatalf("a call on a process that never starts: %v, want a timeout (or busy while the last start ends)", err)
+		}
+		tl.mu.Lock()
+		live := tl.live
+		tl.mu.Unlock()
+		if kids := children(t); len(kids) > live || live > 1 {
+			t.Errorf("%d child processes, the pool counts %d (max 1)", len(kids), live)
+		}
+	}
+	waitStarts(t, tl)
+	tl.mu.Lock()
+	live, all := tl.live, len(tl.all)
+	tl.mu.Unlock()
+	if kids := children(t); len(kids) > 0 || live != 0 || all != 0 {
+		t.Errorf("after the aborted starts: children %v, the pool counts %d (%d tracked)", kids, live, all)
+	}
+}
+
+// Close aborts a start in flight and reaps its process before it returns.
+func TestCloseKillsStartInFlight(t *testing.T) {
+	e := newBackend(t, Config{StartTimeout: time.Hour})
+	tl := e.prepare(t, testManifest(t, testTool, func(m *manifest.Manifest) {
+		m.Spec.Runtime.Plugin.Args = []string{"slowstart"}
+	}))
+	done := make(chan error, 1)
+	go func() {
+		_, err := tl.Run(context.Background(), &sandbox.Call{Input: input("echo", "", 0)})
+		done <- err
+	}()
+	eventually(t, "the process starting", func() bool { return len(children(t)) > 0 })
+	short, stop := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer stop()
+	if err := e.b.Close(short); err != nil {
+		t.Fatal(err)
+	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("Close returned with child processes left: %v", kids)
+	}
+	if err := <-done; sandbox.KindOf(err) != sandbox.KindInternal || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("the call whose process was starting: %v, want the tool closed", err)
 	}
 }
 

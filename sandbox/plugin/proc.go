@@ -35,6 +35,7 @@ type proc struct {
 	tc       pluginv1.ToolClient
 	cmd      *exec.Cmd
 	cleanup  func()
+	cancel   context.CancelFunc // ends the context the process is bound to
 	sockDir  string
 	isolated bool
 	pid      int
@@ -63,44 +64,83 @@ type egressProxy interface {
 // Only processes in the PID namespace of pid may connect.
 var serveEgress func(ctx context.Context, path string, pid int, log zerolog.Logger) (egressProxy, error)
 
-// start starts a process for key; the slot is already taken. The start is
-// bounded by runCtx: a start the call stops waiting for is finished in the
-// background and killed.
+// startOp is one process start. Its fields are guarded by t.mu.
+type startOp struct {
+	abort     context.CancelFunc // kills the process, started or not
+	done      chan struct{}      // closed when p or err is set
+	abandoned bool               // the call stopped waiting for it
+	p         *proc
+	err       *sandbox.Error
+}
+
+// start starts a process for key; the slot is already taken and passes to
+// the start, as does one count of t.starts. The start is bounded by runCtx:
+// a start the call stops waiting for is aborted (its process, if any, is
+// killed) and ends in the background, where its process is reaped before
+// its slot is freed. Close aborts and waits for the starts in flight.
 func (t *tool) start(ctx, runCtx context.Context, key poolKey) (*proc, *sandbox.Error) {
-	type result struct {
-		p   *proc
-		err *sandbox.Error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		p, err := t.spawn(key)
-		ch <- result{p, err}
-	}()
+	pctx, abort := context.WithCancel(t.life)
+	op := &startOp{abort: abort, done: make(chan struct{})}
+	go t.runStart(pctx, op, key)
 	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
-		}
-		t.mu.Lock()
-		t.all[r.p] = struct{}{}
-		t.mu.Unlock()
-		return r.p, nil
+	case <-op.done:
 	case <-runCtx.Done():
-		go func() {
-			if r := <-ch; r.p != nil {
-				r.p.kill("start abandoned")
-			}
-		}()
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return nil, t.runError(sandbox.KindCanceled, ctx.Err(), "the caller canceled the call while the plugin process started")
+		t.mu.Lock()
+		select {
+		case <-op.done: // it ended meanwhile: its result is the call's
+		default:
+			op.abandoned = true
 		}
-		return nil, t.runError(sandbox.KindTimeout, runCtx.Err(), "the call passed its deadline (limits.timeout %s) while the plugin process started", t.timeout)
+		t.mu.Unlock()
+		if op.abandoned {
+			op.abort()
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, t.runError(sandbox.KindCanceled, ctx.Err(), "the caller canceled the call while the plugin process started")
+			}
+			return nil, t.runError(sandbox.KindTimeout, runCtx.Err(), "the call passed its deadline (limits.timeout %s) while the plugin process started", t.timeout)
+		}
 	}
+	return op.p, op.err
+}
+
+// runStart spawns the process of op and settles its accounting: a process
+// handed to the call is counted in t.all; otherwise (the start failed, was
+// abandoned, or the tool closed) the process is killed and reaped, then
+// the slot is freed.
+func (t *tool) runStart(ctx context.Context, op *startOp, key poolKey) {
+	defer t.starts.Done()
+	p, err := t.spawn(ctx, op.abort, key)
+	t.mu.Lock()
+	if p != nil && (op.abandoned || t.closed) {
+		why := "backend closed"
+		if op.abandoned {
+			why = "start abandoned"
+		}
+		t.mu.Unlock()
+		p.kill(why) // reaps it
+		t.mu.Lock()
+		p = nil
+	}
+	if p == nil && t.closed {
+		err = t.runError(sandbox.KindInternal, err, "tool is closed: reload the manifest")
+	}
+	if p != nil {
+		t.all[p] = struct{}{}
+	} else {
+		op.abort() // releases the context of a process that never started
+		t.live--
+		t.signalLocked()
+	}
+	op.p, op.err = p, err
+	close(op.done)
+	t.mu.Unlock()
 }
 
 // spawn verifies the binary and starts one process up to the go-plugin
 // handshake.
-func (t *tool) spawn(key poolKey) (*proc, *sandbox.Error) {
+// The process is bound to ctx (see Backend.command); cancel ends ctx, and
+// kill calls it.
+func (t *tool) spawn(ctx context.Context, cancel context.CancelFunc, key poolKey) (*proc, *sandbox.Error) {
 	b := t.b
 	sockDir, err := os.MkdirTemp(b.cfg.TempDir, "airlock-plugin-")
 	if err != nil {
@@ -116,11 +156,11 @@ func (t *tool) spawn(key poolKey) (*proc, *sandbox.Error) {
 		Workspace: key.workspace, ReadOnlyWorkspace: t.readOnly,
 		SocketDir: sockDir, Limits: t.limits,
 	}
-	cmd, cleanup, secure, serr := b.command(t, spec)
+	cmd, cleanup, secure, serr := b.command(ctx, t, spec)
 	if serr != nil {
 		return fail(serr)
 	}
-	p := &proc{t: t, key: key, cmd: cmd, cleanup: cleanup, sockDir: sockDir, isolated: !b.cfg.Unisolated,
+	p := &proc{t: t, key: key, cmd: cmd, cleanup: cleanup, cancel: cancel, sockDir: sockDir, isolated: !b.cfg.Unisolated,
 		sink: newStderrSink(b.cfg.MaxStderr)}
 	p.client = goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
@@ -231,6 +271,9 @@ func (p *proc) kill(why string) {
 			p.cleanup()
 		}
 		_ = os.RemoveAll(p.sockDir)
+		if p.cancel != nil {
+			p.cancel()
+		}
 		p.status = describeExit(p.cmd.ProcessState)
 		ev := p.log.Debug().Str("reason", why).Str("exit", p.status)
 		if !p.inCall.Load() {

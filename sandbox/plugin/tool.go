@@ -60,13 +60,28 @@ type tool struct {
 	network  bool
 	log      zerolog.Logger
 
-	mu       sync.Mutex
-	idle     map[poolKey][]*proc // most recently used last
-	live     int                 // processes alive or starting
-	all      map[*proc]struct{}
-	wake     chan struct{} // closed when a process or a slot frees
-	closed   bool
+	// life is the context every process is bound to: Close ends it, which
+	// aborts the starts in flight (their processes are killed, or never
+	// start).
+	life    context.Context
+	endLife context.CancelFunc
+
+	mu sync.Mutex
+	// idle holds the processes waiting for a call, most recently used last.
+	idle map[poolKey][]*proc
+	// live counts the slots taken: processes starting, serving a call,
+	// idle, or being killed. A slot is freed only once its process has
+	// been reaped (or never started), so the tool never has more than max
+	// child processes, and every one of them is counted.
+	live int
+	// all holds the started processes not yet reaped and forgotten.
+	all    map[*proc]struct{}
+	wake   chan struct{} // closed when a process or a slot frees
+	closed bool
+	// inflight counts the running calls; starts counts the process starts
+	// in flight, including those whose call stopped waiting (see start).
 	inflight sync.WaitGroup
+	starts   sync.WaitGroup
 }
 
 // procLimits are the OS limits of one process.
@@ -102,12 +117,15 @@ func newTool(b *Backend, m *manifest.Manifest) (*tool, error) {
 		all:     map[*proc]struct{}{},
 		wake:    make(chan struct{}),
 	}
+	t.life, t.endLife = context.WithCancel(context.Background())
 	t.perTask, t.readOnly = m.GrantsWorkspace()
 	for k, v := range m.Spec.Capabilities.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			t.endLife()
 			return nil, moduleError("tool %s: capabilities.env %q has an invalid name or value: names must be non-empty without '=' or NUL, values without NUL", t.name, k)
 		}
 		if isReservedEnv(k) {
+			t.endLife()
 			return nil, moduleError("tool %s: capabilities.env %q is reserved for the plugin protocol: rename it", t.name, k)
 		}
 		t.baseEnv[k] = v
@@ -405,16 +423,16 @@ func (t *tool) acquire(ctx, runCtx context.Context, key poolKey) (*proc, *sandbo
 				}
 			}
 		}
+		t.starts.Add(1) // under t.mu, before closed is set: Close's Wait sees it
 		t.mu.Unlock()
 		if evict != nil {
+			// Reaped before it leaves t.all: its slot passes to the start.
 			evict.kill("evicted for another task")
+			t.mu.Lock()
+			delete(t.all, evict)
+			t.mu.Unlock()
 		}
-		p, err := t.start(ctx, runCtx, key)
-		if err != nil {
-			t.dropped()
-			return nil, err
-		}
-		return p, nil
+		return t.start(ctx, runCtx, key)
 	}
 }
 
@@ -442,14 +460,6 @@ func (t *tool) oldestIdleLocked() *proc {
 		delete(t.idle, bk)
 	}
 	return best
-}
-
-// dropped frees the slot of a process that is gone (or never started).
-func (t *tool) dropped() {
-	t.mu.Lock()
-	t.live--
-	t.signalLocked()
-	t.mu.Unlock()
 }
 
 func (t *tool) signalLocked() {
@@ -537,7 +547,8 @@ func (t *tool) endTask(task string) {
 }
 
 // Close refuses new calls, waits for running ones until ctx is done, then
-// kills every process of the tool.
+// kills every process of the tool, aborts the starts in flight, and returns
+// once every process it started has been reaped.
 func (t *tool) Close(ctx context.Context) error {
 	t.mu.Lock()
 	if t.closed {
@@ -553,6 +564,9 @@ func (t *tool) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
+	// From here on a start that ends finds the tool closed and kills its
+	// process itself; ending life kills those still starting.
+	t.endLife()
 	t.mu.Lock()
 	ps := make([]*proc, 0, len(t.all))
 	for p := range t.all {
@@ -564,6 +578,7 @@ func (t *tool) Close(ctx context.Context) error {
 		p.kill("backend closed")
 	}
 	<-done
+	t.starts.Wait()
 	t.b.forget(t)
 	return nil
 }

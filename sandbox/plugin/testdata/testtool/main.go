@@ -139,5 +139,8 @@ func main() {
 		fmt.Println("this is not a plugin")
 		os.Exit(0)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "slowstart" {
+		time.Sleep(time.Hour) // never reaches the handshake
+	}
 	plugin.Main(run)
 }
