@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/airlock-dev/airlock/runtime/egress"
@@ -151,4 +153,25 @@ func KindOf(err error) ErrorKind {
 		return se.Kind
 	}
 	return KindInternal
+}
+
+// HostDir resolves a host directory a backend shows to a tool (a call's
+// workspace, a mount) to an absolute directory without symlinks, so that
+// the guest sees exactly that directory. p must be absolute.
+func HostDir(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("path %q is not absolute", p)
+	}
+	dir, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", dir)
+	}
+	return dir, nil
 }

@@ -16,24 +16,6 @@ import (
 	"github.com/airlock-dev/airlock/runtime/identity"
 )
 
-// mtlsClient dials addr over mTLS as the SVID s.
-func mtlsClient(t *testing.T, addr string, s svidFiles) *client.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	src, err := identity.OpenSource(ctx, s.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	c, err := client.DialMTLS(context.Background(), addr, client.MTLSOptions{Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // With the default approvers (no --approvers), the real binary: a planner
 // (an agent SVID over mTLS) asks; another agent can neither see nor
 // approve its approval; the executor is killed with the approval pending;
@@ -45,10 +27,10 @@ func TestPendingApprovalSurvivesRestartAndLocalOperatorApproves(t *testing.T) {
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	plannerSVID := devIssue(t, ca, "spiffe://airlock.local/agent/planner")
 	otherSVID := devIssue(t, ca, "spiffe://airlock.local/agent/other")
-	policies := testenv.Policy(t, "approvals", writesNeedApproval)
+	policies := testenv.Policy(t, "approvals", testenv.WritesNeedApproval)
 	serve := func(extra ...string) *daemon {
-		return startDaemon(t, append(append([]string{"--policies", policies, "--listen", "127.0.0.1:0",
-			"--allow-id-pattern", "spiffe://airlock.local/agent/*"}, execSVID.flags()...), extra...)...)
+		return startDaemon(t, append(append([]string{"--policies", policies},
+			mtlsFlags(execSVID, "spiffe://airlock.local/agent/*")...), extra...)...)
 	}
 	d := serve()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -12,46 +12,7 @@ import (
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/identity"
 )
-
-// writesNeedApproval allows every call but asks a human for each
-// workspace write.
-const writesNeedApproval = `
-apiVersion: airlock.dev/v1
-kind: Policy
-metadata: {name: approvals}
-spec:
-  match: {tools: ["*"]}
-  rules:
-    - name: allow-all
-      effect: allow
-      when: 'true'
-    - name: writes-need-approval
-      effect: require_approval
-      when: 'tool.name == "workspace.write"'
-      message: '"a human must approve writes to " + args.path'
-`
-
-// outcomeDoc is what `airlock call` and `airlock intent get` print.
-type outcomeDoc struct {
-	IntentID   string `json:"intent_id"`
-	Status     string `json:"status"`
-	ApprovalID string `json:"approval_id"`
-	Error      *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func approvalOutcome(t *testing.T, r result) outcomeDoc {
-	t.Helper()
-	var o outcomeDoc
-	if err := json.Unmarshal([]byte(r.stdout), &o); err != nil {
-		t.Fatalf("not an outcome (%v): exit %d\n%s\n%s", err, r.code, r.stdout, r.stderr)
-	}
-	return o
-}
 
 // kill SIGKILLs a daemon and waits for it, keeping its cleanup working.
 func (d *daemon) kill(t *testing.T) {
@@ -69,19 +30,7 @@ func executionsIn(t *testing.T, data, intent string) int {
 	if r.code != 0 {
 		t.Fatalf("audit tail: %d %s", r.code, r.stderr)
 	}
-	n := 0
-	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		var ev struct {
-			Type     string `json:"type"`
-			IntentID string `json:"intent_id"`
-		}
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatalf("audit line %q: %v", l, err)
-		}
-		if ev.Type == "execution" && ev.IntentID == intent {
-			n++
-		}
-	}
+	n := countExecutions(t, r.stdout, intent)
 	if r := runCLI(t, "", "audit", "verify", "--data", data); r.code != 0 {
 		t.Fatalf("audit verify: %d %s %s", r.code, r.stdout, r.stderr)
 	}
@@ -95,10 +44,10 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	ca := devCA(t, "airlock.local")
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")
-	policies := testenv.Policy(t, "approvals", writesNeedApproval)
+	policies := testenv.Policy(t, "approvals", testenv.WritesNeedApproval)
 	serve := func(extra ...string) *daemon {
-		args := append([]string{"--policies", policies, "--listen", "127.0.0.1:0",
-			"--allow-id-pattern", "spiffe://airlock.local/human/*", "--approvers", "spiffe://airlock.local/human/*"}, execSVID.flags()...)
+		args := append([]string{"--policies", policies, "--approvers", "spiffe://airlock.local/human/*"},
+			mtlsFlags(execSVID, "spiffe://airlock.local/human/*")...)
 		return startDaemon(t, append(args, extra...)...)
 	}
 	// The approvals loop never runs in the first daemon: nothing runs the
@@ -116,12 +65,12 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	}
 	task := strings.TrimSpace(r.stdout)
 	r = d.call(t, "call", "--task", task, "workspace.write", `{"path":"a.txt","content":"A"}`)
-	a := approvalOutcome(t, r)
+	a := parseOutcome(t, r)
 	if r.code != 4 || a.Status != "pending_approval" || a.ApprovalID == "" {
 		t.Fatalf("call A: exit %d %+v", r.code, a)
 	}
 	r = d.call(t, "call", "--task", task, "workspace.write", `{"path":"a.txt","content":"B"}`)
-	b := approvalOutcome(t, r)
+	b := parseOutcome(t, r)
 	if r.code != 4 || b.ApprovalID == "" || b.ApprovalID == a.ApprovalID {
 		t.Fatalf("call B: exit %d %+v (A %+v)", r.code, b, a)
 	}
@@ -153,7 +102,7 @@ func TestApprovalsEndToEnd(t *testing.T) {
 		}
 	}
 	r = d.call(t, "intent", "get", b.IntentID)
-	if o := approvalOutcome(t, r); o.Status != "denied" || o.Error == nil || o.Error.Code != "approval_denied" || !strings.Contains(o.Error.Message, "B is wrong") {
+	if o := parseOutcome(t, r); o.Status != "denied" || o.Error.Code != "approval_denied" || !strings.Contains(o.Error.Message, "B is wrong") {
 		t.Fatalf("B after the denial: %+v", o)
 	}
 
@@ -164,7 +113,7 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	}
 	d2 := serve("--data", d.data)
 	r = d2.call(t, "intent", "get", "--wait", "1m", a.IntentID)
-	if o := approvalOutcome(t, r); r.code != 0 || o.Status != "ok" || o.IntentID != a.IntentID || o.ApprovalID != a.ApprovalID {
+	if o := parseOutcome(t, r); r.code != 0 || o.Status != "ok" || o.IntentID != a.IntentID || o.ApprovalID != a.ApprovalID {
 		t.Fatalf("A after the restart: exit %d %+v %s", r.code, o, r.stderr)
 	}
 	// A waiting call returns the final outcome once approved elsewhere.
@@ -199,17 +148,17 @@ func TestApprovalsEndToEnd(t *testing.T) {
 		t.Fatalf("approve C: %d %s", r.code, r.stderr)
 	}
 	r = <-done
-	c := approvalOutcome(t, r)
+	c := parseOutcome(t, r)
 	if r.code != 0 || c.Status != "ok" || c.ApprovalID != pending {
 		t.Fatalf("the waiting call: exit %d %+v %s", r.code, c, r.stderr)
 	}
 	// The same key and call: the same outcome, no second run.
 	r = d2.call(t, "call", "--task", task, "--idempotency-key", "k-1", "workspace.write", `{"path":"c.txt","content":"C"}`)
-	if again := approvalOutcome(t, r); r.code != 0 || again.IntentID != c.IntentID {
+	if again := parseOutcome(t, r); r.code != 0 || again.IntentID != c.IntentID {
 		t.Fatalf("resubmission: exit %d %+v, first %+v", r.code, again, c)
 	}
 	r = d2.call(t, "call", "--task", task, "--idempotency-key", "k-1", "workspace.write", `{"path":"c.txt","content":"other"}`)
-	if o := approvalOutcome(t, r); r.code != 6 || o.Error == nil || o.Error.Code != "idempotency_key_reused" {
+	if o := parseOutcome(t, r); r.code != 6 || o.Error.Code != "idempotency_key_reused" {
 		t.Fatalf("key reused for other arguments: exit %d %+v", r.code, o)
 	}
 	d2.kill(t)
@@ -227,52 +176,18 @@ func TestApprovalsGoClient(t *testing.T) {
 	ca := devCA(t, "airlock.local")
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")
-	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "approvals", writesNeedApproval), "--listen", "127.0.0.1:0",
-		"--allow-id-pattern", "spiffe://airlock.local/human/*", "--approvers", "spiffe://airlock.local/human/*"}, execSVID.flags()...)...)
+	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "approvals", testenv.WritesNeedApproval),
+		"--approvers", "spiffe://airlock.local/human/*"}, mtlsFlags(execSVID, "spiffe://airlock.local/human/*")...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	planner, err := client.Dial(ctx, d.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer planner.Close()
-	src, err := identity.OpenSource(ctx, ann.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	op, err := client.DialMTLS(ctx, listenAddr(t, d), client.MTLSOptions{Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer op.Close()
+	planner := socketClient(t, d)
+	op := mtlsClient(t, listenAddr(t, d), ann)
 	task, err := planner.BeginTask(ctx, client.TaskOptions{Purpose: "go client"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *airlockv1.Outcome, 1)
-	go func() {
-		out, err := planner.Submit(ctx, "workspace.write", `{"path":"g.txt","content":"G"}`, client.WithTask(task.GetId()), client.WithApprovalWait(time.Minute))
-		if err != nil {
-			t.Error(err)
-		}
-		done <- out
-	}()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var approved *airlockv1.Approval
-	err = op.WatchApprovals(wctx, client.ApprovalFilter{TaskID: task.GetId()}, func(a *airlockv1.Approval) error {
-		if a.GetState() == airlockv1.ApprovalState_APPROVAL_STATE_PENDING {
-			if approved, err = op.Approve(ctx, a.GetId(), "go"); err != nil {
-				return err
-			}
-			stop()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	done := submitWaiting(t, ctx, planner, task.GetId(), `{"path":"g.txt","content":"G"}`)
+	approved := approveFirstPending(t, ctx, op, task.GetId(), "go")
 	out := <-done
 	if out.GetStatus() != airlockv1.Status_STATUS_OK || out.GetApprovalId() != approved.GetId() {
 		t.Fatalf("waiting submit: %v", out)

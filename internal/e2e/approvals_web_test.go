@@ -53,21 +53,9 @@ func webDaemon(t *testing.T) (*daemon, string, *client.Client) {
 	exec := devIssue(t, ca, "spiffe://airlock.local/executor")
 	planner := devIssue(t, ca, "spiffe://airlock.local/agent/planner")
 	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "web", wcNeedsApproval),
-		"--listen", "127.0.0.1:0", "--allow-id-pattern", "spiffe://airlock.local/agent/*",
-		"--approvals-listen", "127.0.0.1:0"}, exec.flags()...)...)
+		"--approvals-listen", "127.0.0.1:0"}, mtlsFlags(exec, "spiffe://airlock.local/agent/*")...)...)
 	addr := listenAddr(t, d)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	src, err := identity.OpenSource(ctx, planner.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	c, err := client.DialMTLS(context.Background(), addr, client.MTLSOptions{Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := mtlsClient(t, addr, planner)
 	return d, addr, c
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/identity"
 )
 
 // denyHTML denies html.to_text and allows everything else, so that the log
@@ -328,8 +327,7 @@ func TestAuditReadersAreAuditorsOnly(t *testing.T) {
 	auditor := devIssue(t, ca, "spiffe://airlock.local/ops/alice")
 	agent := devIssue(t, ca, "spiffe://airlock.local/agent/a")
 	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "p", testenv.AllowAll),
-		"--listen", "127.0.0.1:0", "--allow-id-pattern", "spiffe://airlock.local/*/*",
-		"--auditors", "spiffe://airlock.local/ops/*"}, exec.flags()...)...)
+		"--auditors", "spiffe://airlock.local/ops/*"}, mtlsFlags(exec, "spiffe://airlock.local/*/*")...)...)
 	addr := listenAddr(t, d)
 	if r := d.call(t, "call", "json.query", `{"filter":".","input":1}`); r.code != 0 {
 		t.Fatalf("call: %d %s %s", r.code, r.stdout, r.stderr)
@@ -337,12 +335,8 @@ func TestAuditReadersAreAuditorsOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	local, err := client.Dial(ctx, d.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
-	err = local.StreamAudit(ctx, client.AuditFilter{}, func(*airlockv1.AuditEvent) error { return nil })
+	local := socketClient(t, d)
+	err := local.StreamAudit(ctx, client.AuditFilter{}, func(*airlockv1.AuditEvent) error { return nil })
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--auditors") {
 		t.Fatalf("the uid on the socket streamed the audit log: %v", err)
 	}
@@ -350,25 +344,11 @@ func TestAuditReadersAreAuditorsOnly(t *testing.T) {
 		t.Fatalf("the uid on the socket verified the audit log: %v", err)
 	}
 
-	dial := func(s svidFiles) *client.Client {
-		t.Helper()
-		src, err := identity.OpenSource(ctx, s.config())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { src.Close() })
-		c, err := client.DialMTLS(ctx, addr, client.MTLSOptions{Source: src})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	err = dial(agent).StreamAudit(ctx, client.AuditFilter{}, func(*airlockv1.AuditEvent) error { return nil })
+	err = mtlsClient(t, addr, agent).StreamAudit(ctx, client.AuditFilter{}, func(*airlockv1.AuditEvent) error { return nil })
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("agent/a streamed the audit log: %v", err)
 	}
-	alice := dial(auditor)
+	alice := mtlsClient(t, addr, auditor)
 	n := 0
 	if err := alice.StreamAudit(ctx, client.AuditFilter{Tool: "json.query"}, func(ev *airlockv1.AuditEvent) error {
 		n++

@@ -3,14 +3,19 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/identity"
 )
 
 // devExecutor starts an executor with the bundled tools under the shipped
@@ -70,4 +75,153 @@ func mustContain(t *testing.T, s, sub string) {
 	if !strings.Contains(s, sub) {
 		t.Fatalf("%q does not contain %q", s, sub)
 	}
+}
+
+// outcome is the part of what `airlock call` and `airlock intent get`
+// print that the tests read.
+type outcome struct {
+	IntentID   string `json:"intent_id"`
+	Status     string `json:"status"`
+	ApprovalID string `json:"approval_id"`
+	Error      struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// parseOutcome reads the outcome a CLI run printed, failing the test when
+// it printed none.
+func parseOutcome(t *testing.T, r result) outcome {
+	t.Helper()
+	var o outcome
+	if err := json.Unmarshal([]byte(r.stdout), &o); err != nil {
+		t.Fatalf("not an outcome (%v): exit %d\n%s\n%s", err, r.code, r.stdout, r.stderr)
+	}
+	return o
+}
+
+// postgresSchema returns a URL of AIRLOCK_POSTGRES_URL confined to a fresh
+// schema dropped when the test ends. Without the variable the test is
+// skipped (failed when CI=true).
+func postgresSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("AIRLOCK_POSTGRES_URL")
+	if base == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("AIRLOCK_POSTGRES_URL is not set but CI=true: start PostgreSQL with scripts/postgres.sh start DIR")
+		}
+		t.Skip("AIRLOCK_POSTGRES_URL not set: eval \"$(scripts/postgres.sh start DIR)\"")
+	}
+	ctx := context.Background()
+	schema := strings.ReplaceAll(ids.New("e2e"), "_", "")
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + schema
+}
+
+// mtlsFlags are the `airlock serve` flags of an mTLS listener on a free
+// loopback port, as the SVID exec, admitting the IDs that match allow.
+func mtlsFlags(exec svidFiles, allow string) []string {
+	return append([]string{"--listen", "127.0.0.1:0", "--allow-id-pattern", allow}, exec.flags()...)
+}
+
+// mtlsClient dials addr over mTLS as the SVID s.
+func mtlsClient(t *testing.T, addr string, s svidFiles) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src, err := identity.OpenSource(ctx, s.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	c, err := client.DialMTLS(context.Background(), addr, client.MTLSOptions{Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// socketClient dials the daemon's unix socket as this process's uid.
+func socketClient(t *testing.T, d *daemon) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.Dial(ctx, d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// submitWaiting submits args to workspace.write in task, waiting up to a
+// minute for an approval, and delivers the outcome on the channel.
+func submitWaiting(t *testing.T, ctx context.Context, planner *client.Client, task, args string) <-chan *airlockv1.Outcome {
+	done := make(chan *airlockv1.Outcome, 1)
+	go func() {
+		out, err := planner.Submit(ctx, "workspace.write", args, client.WithTask(task), client.WithApprovalWait(time.Minute))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- out
+	}()
+	return done
+}
+
+// approveFirstPending watches task's approvals through op and approves the
+// first pending one with reason, failing the test when it sees none.
+func approveFirstPending(t *testing.T, ctx context.Context, op *client.Client, task, reason string) *airlockv1.Approval {
+	t.Helper()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var approved *airlockv1.Approval
+	err := op.WatchApprovals(wctx, client.ApprovalFilter{TaskID: task}, func(a *airlockv1.Approval) error {
+		if a.GetState() == airlockv1.ApprovalState_APPROVAL_STATE_PENDING {
+			var err error
+			if approved, err = op.Approve(ctx, a.GetId(), reason); err != nil {
+				return err
+			}
+			stop()
+		}
+		return nil
+	})
+	if err != nil || approved == nil {
+		t.Fatalf("approving the pending approval of task %s: approved %v: %v", task, approved, err)
+	}
+	return approved
+}
+
+// countExecutions counts the execution events of intent in JSON lines of
+// audit events (`airlock audit tail` or `export`).
+func countExecutions(t *testing.T, jsonl, intent string) int {
+	t.Helper()
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(jsonl), "\n") {
+		var ev struct {
+			Type     string `json:"type"`
+			IntentID string `json:"intent_id"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		if ev.Type == "execution" && ev.IntentID == intent {
+			n++
+		}
+	}
+	return n
 }

@@ -4,59 +4,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/server"
 )
-
-// postgresSchema returns a URL of AIRLOCK_POSTGRES_URL confined to a fresh
-// schema dropped when the test ends. Without the variable the test is
-// skipped (failed when CI=true).
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("AIRLOCK_POSTGRES_URL")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AIRLOCK_POSTGRES_URL is not set but CI=true: start PostgreSQL with scripts/postgres.sh start DIR")
-		}
-		t.Skip("AIRLOCK_POSTGRES_URL not set: eval \"$(scripts/postgres.sh start DIR)\"")
-	}
-	ctx := context.Background()
-	schema := strings.ReplaceAll(ids.New("e2e"), "_", "")
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
-}
 
 // writeLeaseKey writes a fresh shared lease key (64 hex digits, 0600).
 func writeLeaseKey(t *testing.T, dir string) string {
@@ -75,19 +36,16 @@ func writeLeaseKey(t *testing.T, dir string) string {
 // active; /v1/slow reports its token and then holds the request until the
 // caller goes away, as a slow API would.
 type slowAPI struct {
-	srv    *httptest.Server
-	slow   chan string // the token of each /v1/slow request
-	mu     sync.Mutex
-	tokens []string
+	srv  *httptest.Server
+	slow chan string // the token of each /v1/slow request
+	tokenLog
 }
 
 func newSlowAPI(t *testing.T, h *testenv.Hydra) *slowAPI {
 	a := &slowAPI{slow: make(chan string, 4)}
 	a.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		a.mu.Lock()
-		a.tokens = append(a.tokens, tok)
-		a.mu.Unlock()
+		a.record(tok)
 		if r.URL.Path == "/v1/slow" {
 			a.slow <- tok
 			select {
@@ -106,34 +64,6 @@ func newSlowAPI(t *testing.T, h *testenv.Hydra) *slowAPI {
 	return a
 }
 
-func (a *slowAPI) lastToken(t *testing.T) string {
-	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.tokens) == 0 || a.tokens[len(a.tokens)-1] == "" {
-		t.Fatalf("the API saw no bearer token: %q", a.tokens)
-	}
-	return a.tokens[len(a.tokens)-1]
-}
-
-// outcome is the part of `airlock call`'s JSON the tests read.
-type outcome struct {
-	Status string `json:"status"`
-	Error  struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func parseOutcome(t *testing.T, r result) outcome {
-	t.Helper()
-	var o outcome
-	if err := json.Unmarshal([]byte(r.stdout), &o); err != nil {
-		t.Fatalf("call printed no outcome: exit %d: %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
-	}
-	return o
-}
-
 // Two executors on one PostgreSQL, one credential source (a real ORY
 // Hydra) and one shared --lease-key-file. A task begun and used on A is
 // ended on B: A refuses its next call at once, A's call in flight is
@@ -142,24 +72,10 @@ func parseOutcome(t *testing.T, r result) outcome {
 func TestTaskEndedOnOneExecutorStopsTheOther(t *testing.T) {
 	url := postgresSchema(t)
 	h := testenv.StartHydra(t)
-	secret := "hydra-multi-secret-" + hex.EncodeToString([]byte(t.Name()))[:16]
-	clientID := h.CreateClient(t, secret, "repo:read")
-	t.Setenv("AIRLOCK_TEST_HYDRA_SECRET", secret)
 	api := newSlowAPI(t, h)
 
 	dir := t.TempDir()
-	credFile := filepath.Join(dir, "credentials.yaml")
-	writeFile(t, credFile, fmt.Sprintf(`apiVersion: airlock.dev/v1
-kind: Credentials
-sources:
-  - name: hydra
-    type: oauth2
-    tokenURL: %s/oauth2/token
-    revokeURL: %s/oauth2/revoke
-    clientID: %s
-    clientSecretEnv: AIRLOCK_TEST_HYDRA_SECRET
-    scopes: [repo:read]
-`, h.Public, h.Public, clientID))
+	credFile := hydraCredentials(t, h, dir, "repo:read")
 	opts := server.Options{
 		ManifestsDir: fetchManifest(t, dir, "hydra", "[repo:read]"), PoliciesDir: testenv.Policy(t, "allow", testenv.AllowAll),
 		CredentialsFile: credFile, Egress: loopbackEgress(t, api.srv), Store: url, LeaseKeyFile: writeLeaseKey(t, dir),
@@ -273,58 +189,23 @@ func TestApprovalThroughOneExecutorReleasesTheOther(t *testing.T) {
 	ca := devCA(t, "airlock.local")
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")
-	args := append([]string{"--store", url, "--policies", testenv.Policy(t, "approvals", writesNeedApproval), "--listen", "127.0.0.1:0",
-		"--allow-id-pattern", "spiffe://airlock.local/human/*", "--approvers", "spiffe://airlock.local/human/*"}, execSVID.flags()...)
+	args := append([]string{"--store", url, "--policies", testenv.Policy(t, "approvals", testenv.WritesNeedApproval),
+		"--approvers", "spiffe://airlock.local/human/*"}, mtlsFlags(execSVID, "spiffe://airlock.local/human/*")...)
 	a := startDaemon(t, args...)
 	b := startDaemon(t, args...)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	planner, err := client.Dial(ctx, a.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer planner.Close()
-	src, err := identity.OpenSource(ctx, ann.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	opB, err := client.DialMTLS(ctx, listenAddr(t, b), client.MTLSOptions{Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer opB.Close()
+	planner := socketClient(t, a)
+	opB := mtlsClient(t, listenAddr(t, b), ann)
 
 	task, err := planner.BeginTask(ctx, client.TaskOptions{Purpose: "approval across executors"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *airlockv1.Outcome, 1)
-	go func() {
-		out, err := planner.Submit(ctx, "workspace.write", `{"path":"x.txt","content":"X"}`, client.WithTask(task.GetId()), client.WithApprovalWait(time.Minute))
-		if err != nil {
-			t.Error(err)
-		}
-		done <- out
-	}()
+	done := submitWaiting(t, ctx, planner, task.GetId(), `{"path":"x.txt","content":"X"}`)
 	// B sees the approval A recorded, and approves it.
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var approved *airlockv1.Approval
-	err = opB.WatchApprovals(wctx, client.ApprovalFilter{TaskID: task.GetId()}, func(ap *airlockv1.Approval) error {
-		if ap.GetState() == airlockv1.ApprovalState_APPROVAL_STATE_PENDING {
-			var err error
-			if approved, err = opB.Approve(ctx, ap.GetId(), "approved on B"); err != nil {
-				return err
-			}
-			stop()
-		}
-		return nil
-	})
-	if approved == nil {
-		t.Fatalf("B never saw the pending approval: %v", err)
-	}
+	approved := approveFirstPending(t, ctx, opB, task.GetId(), "approved on B")
 	var out *airlockv1.Outcome
 	select {
 	case out = <-done:
@@ -339,19 +220,7 @@ func TestApprovalThroughOneExecutorReleasesTheOther(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("audit export: %d %s", r.code, r.stderr)
 	}
-	execs := 0
-	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		var ev struct {
-			Type     string `json:"type"`
-			IntentID string `json:"intent_id"`
-		}
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatalf("export line %q: %v", l, err)
-		}
-		if ev.Type == "execution" && ev.IntentID == out.GetIntentId() {
-			execs++
-		}
-	}
+	execs := countExecutions(t, r.stdout, out.GetIntentId())
 	if execs != 1 {
 		t.Fatalf("intent %s executed %d times, want once", out.GetIntentId(), execs)
 	}

@@ -1,46 +1,16 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/airlock-dev/airlock/internal/ids"
 )
 
 // Two executors share one PostgreSQL store: both serve intents and
 // `airlock audit verify --store` verifies one chain holding what both wrote.
 func TestTwoExecutorsShareOnePostgreSQLChain(t *testing.T) {
-	base := os.Getenv("AIRLOCK_POSTGRES_URL")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AIRLOCK_POSTGRES_URL is not set but CI=true: start PostgreSQL with scripts/postgres.sh start DIR")
-		}
-		t.Skip("AIRLOCK_POSTGRES_URL not set: eval \"$(scripts/postgres.sh start DIR)\"")
-	}
-	ctx := context.Background()
-	schema := strings.ReplaceAll(ids.New("e2e"), "_", "")
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	url := base + sep + "search_path=" + schema
+	url := postgresSchema(t)
 
 	d1 := startDaemon(t, "--store", url)
 	d2 := startDaemon(t, "--store", url)

@@ -116,22 +116,43 @@ func (d *inProcessDaemon) endTask(t *testing.T, task string) {
 	}
 }
 
+// tokenLog records the bearer token of every request an API saw.
+type tokenLog struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (l *tokenLog) record(tok string) {
+	l.mu.Lock()
+	l.tokens = append(l.tokens, tok)
+	l.mu.Unlock()
+}
+
+// lastToken is the bearer token of the last request, failing the test when
+// that request had none.
+func (l *tokenLog) lastToken(t *testing.T) string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.tokens) == 0 || l.tokens[len(l.tokens)-1] == "" {
+		t.Fatalf("the API saw no bearer token: %q", l.tokens)
+	}
+	return l.tokens[len(l.tokens)-1]
+}
+
 // resourceServer is an https API on loopback that accepts a request when
 // check says its bearer token is good, and records every token it saw.
 type resourceServer struct {
-	srv    *httptest.Server
-	check  func(token string) error
-	mu     sync.Mutex
-	tokens []string
+	srv   *httptest.Server
+	check func(token string) error
+	tokenLog
 }
 
 func newResourceServer(t *testing.T, check func(token string) error) *resourceServer {
 	rs := &resourceServer{check: check}
 	rs.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		rs.mu.Lock()
-		rs.tokens = append(rs.tokens, tok)
-		rs.mu.Unlock()
+		rs.record(tok)
 		if !ok || tok == "" {
 			http.Error(w, "no bearer token", http.StatusUnauthorized)
 			return
@@ -144,16 +165,6 @@ func newResourceServer(t *testing.T, check func(token string) error) *resourceSe
 	}))
 	t.Cleanup(rs.srv.Close)
 	return rs
-}
-
-func (rs *resourceServer) lastToken(t *testing.T) string {
-	t.Helper()
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if len(rs.tokens) == 0 || rs.tokens[len(rs.tokens)-1] == "" {
-		t.Fatalf("the resource server saw no bearer token: %q", rs.tokens)
-	}
-	return rs.tokens[len(rs.tokens)-1]
 }
 
 // egressTo returns an egress client whose only reachable host is
@@ -203,14 +214,34 @@ spec:
 	return filepath.Join(dir, "m")
 }
 
+// hydraCredentials registers a client of h granted scopes, puts its
+// secret in AIRLOCK_TEST_HYDRA_SECRET, and writes dir/credentials.yaml
+// with one oauth2 source "hydra" for it, returning the file's path.
+func hydraCredentials(t *testing.T, h *testenv.Hydra, dir string, scopes ...string) string {
+	t.Helper()
+	secret := "hydra-e2e-secret-" + hex.EncodeToString([]byte(t.Name()))[:16]
+	clientID := h.CreateClient(t, secret, strings.Join(scopes, " "))
+	t.Setenv("AIRLOCK_TEST_HYDRA_SECRET", secret)
+	credFile := filepath.Join(dir, "credentials.yaml")
+	writeFile(t, credFile, fmt.Sprintf(`apiVersion: airlock.dev/v1
+kind: Credentials
+sources:
+  - name: hydra
+    type: oauth2
+    tokenURL: %s/oauth2/token
+    revokeURL: %s/oauth2/revoke
+    clientID: %s
+    clientSecretEnv: AIRLOCK_TEST_HYDRA_SECRET
+    scopes: [%s]
+`, h.Public, h.Public, clientID, strings.Join(scopes, ", ")))
+	return credFile
+}
+
 // After `airlock task end`, the OAuth 2.0 token a tool's call was given is
 // no longer active at the authorization server (a real ORY Hydra), and
 // the resource server that relies on Hydra's introspection refuses it.
 func TestTaskEndRevokesOAuth2TokenAtHydra(t *testing.T) {
 	h := testenv.StartHydra(t)
-	secret := "hydra-e2e-secret-" + hex.EncodeToString([]byte(t.Name()))[:16]
-	clientID := h.CreateClient(t, secret, "repo:read repo:write")
-	t.Setenv("AIRLOCK_TEST_HYDRA_SECRET", secret)
 
 	rs := newResourceServer(t, func(token string) error {
 		active, _, err := h.Introspect(token)
@@ -223,18 +254,7 @@ func TestTaskEndRevokesOAuth2TokenAtHydra(t *testing.T) {
 		return nil
 	})
 	dir := t.TempDir()
-	credFile := filepath.Join(dir, "credentials.yaml")
-	writeFile(t, credFile, fmt.Sprintf(`apiVersion: airlock.dev/v1
-kind: Credentials
-sources:
-  - name: hydra
-    type: oauth2
-    tokenURL: %s/oauth2/token
-    revokeURL: %s/oauth2/revoke
-    clientID: %s
-    clientSecretEnv: AIRLOCK_TEST_HYDRA_SECRET
-    scopes: [repo:read, repo:write]
-`, h.Public, h.Public, clientID))
+	credFile := hydraCredentials(t, h, dir, "repo:read", "repo:write")
 	d := startInProcess(t, server.Options{
 		ManifestsDir: fetchManifest(t, dir, "hydra", "[repo:read]"), PoliciesDir: testenv.Policy(t, "allow", testenv.AllowAll),
 		CredentialsFile: credFile, Egress: rs.egressTo(t),

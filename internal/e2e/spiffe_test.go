@@ -91,8 +91,8 @@ func TestSPIFFEMTLSWithDevCA(t *testing.T) {
 	robot := devIssue(t, ca, "spiffe://airlock.local/robot/x")
 	foreign := devIssue(t, foreignCA, "spiffe://foreign.example/agent/a")
 
-	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "mtls", onlyAgentA),
-		"--listen", "127.0.0.1:0", "--allow-id-pattern", "spiffe://airlock.local/agent/*"}, exec.flags()...)...)
+	d := startDaemon(t, append([]string{"--policies", testenv.Policy(t, "mtls", onlyAgentA)},
+		mtlsFlags(exec, "spiffe://airlock.local/agent/*")...)...)
 	addr := listenAddr(t, d)
 	if !strings.HasPrefix(addr, "127.0.0.1:") {
 		t.Fatalf("listening on %s", addr)

@@ -189,6 +189,24 @@ spec:
       when: 'true'
 `
 
+// WritesNeedApproval is a policy allowing every call but asking a human
+// for each workspace write.
+const WritesNeedApproval = `
+apiVersion: airlock.dev/v1
+kind: Policy
+metadata: {name: approvals}
+spec:
+  match: {tools: ["*"]}
+  rules:
+    - name: allow-all
+      effect: allow
+      when: 'true'
+    - name: writes-need-approval
+      effect: require_approval
+      when: 'tool.name == "workspace.write"'
+      message: '"a human must approve writes to " + args.path'
+`
+
 // CacheDir is the compiled-module cache shared by every test executor, so
 // that the Go-built tools compile once per machine rather than per test.
 func CacheDir() string {

@@ -24,27 +24,12 @@ import (
 	"github.com/airlock-dev/airlock/runtime/policy"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
-	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
 // writesNeedApproval allows everything, asks a human for every workspace
 // write, and denies an approved write under recheck/ (the re-check sees
 // approval.state).
-const writesNeedApproval = `
-apiVersion: airlock.dev/v1
-kind: Policy
-metadata: {name: approvals}
-spec:
-  match: {tools: ["*"]}
-  rules:
-    - name: allow-all
-      effect: allow
-      when: 'true'
-    - name: writes-need-approval
-      effect: require_approval
-      when: 'tool.name == "workspace.write"'
-      message: '"a human must approve writes to " + args.path'
-    - name: recheck-denies
+const writesNeedApproval = testenv.WritesNeedApproval + `    - name: recheck-denies
       effect: deny
       when: 'approval.state == "approved" && tool.name == "workspace.write" && args.path.startsWith("recheck/")'
       message: '"recheck/ is closed once approved"'
@@ -92,29 +77,28 @@ func loadApprovalTools(t *testing.T, manifests string) ([]*manifest.Manifest, *p
 			tools = append(tools, m)
 		}
 	}
-	set, err := policy.LoadDir(testenv.Policy(t, "approvals", writesNeedApproval))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := policy.Compile(set.Policies, tools, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tools, eng
+	return loadApprovalToolsFrom(t, tools)
 }
 
-// newApprovalEnv opens a real SQLite store and starts an executor on it.
-func newApprovalEnv(t *testing.T, cfg executor.Config) *approvalEnv {
+// openApprovalEnv loads the tools and opens a real SQLite store, starting
+// no executor.
+func openApprovalEnv(t *testing.T) *approvalEnv {
 	t.Helper()
-	ctx := context.Background()
 	env := &approvalEnv{data: t.TempDir()}
 	env.tools, env.eng = loadApprovalTools(t, testenv.BundledManifests(t))
-	st, err := sqlite.Open(ctx, filepath.Join(env.data, "airlock.db"), sqlite.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(env.data, "airlock.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	env.st = st
+	return env
+}
+
+// newApprovalEnv opens a real SQLite store and starts an executor on it.
+func newApprovalEnv(t *testing.T, cfg executor.Config) *approvalEnv {
+	t.Helper()
+	env := openApprovalEnv(t)
 	env.x = env.start(t, cfg)
 	return env
 }
@@ -124,11 +108,7 @@ func newApprovalEnv(t *testing.T, cfg executor.Config) *approvalEnv {
 func (env *approvalEnv) start(t *testing.T, cfg executor.Config) *executor.Executor {
 	t.Helper()
 	ctx := context.Background()
-	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close(ctx) })
+	backend := wasmBackend(t)
 	if cfg.Tools == nil {
 		cfg.Tools = env.tools
 	}

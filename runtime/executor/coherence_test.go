@@ -20,9 +20,6 @@ import (
 	"github.com/airlock-dev/airlock/runtime/policy"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/sqlite"
-	"github.com/airlock-dev/airlock/sandbox"
-	"github.com/airlock-dev/airlock/sandbox/plugin"
-	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
 // recordingSource is a credential source that records what it revoked,
@@ -121,19 +118,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close(ctx) })
-	// The bundled sqlite.query is a plugin tool: prepared (its binary
-	// verified), never started here.
-	plugins, err := plugin.New(ctx, plugin.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plugins.Close(ctx) })
-	sandboxes := &sandbox.Mux{Wasm: backend, Plugin: plugins}
+	sandboxes := newSandboxes(t)
 	start := func(id string) *executor.Executor {
 		x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: sandboxes, Store: st,
 			DataDir: t.TempDir(), ExecutorID: id, Credentials: reg})

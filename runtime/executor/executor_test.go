@@ -38,6 +38,32 @@ func (s *brokenStore) Commit(ctx context.Context, b []*store.Batch) error {
 	return s.Store.Commit(ctx, b)
 }
 
+// wasmBackend starts a WASM backend, closed when t ends.
+func wasmBackend(t *testing.T) *wasm.Backend {
+	t.Helper()
+	ctx := context.Background()
+	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close(ctx) })
+	return backend
+}
+
+// newSandboxes starts the WASM and plugin backends, closed when t ends.
+// The bundled sqlite.query is a plugin tool: prepared (its binary
+// verified), never started by these tests.
+func newSandboxes(t *testing.T) *sandbox.Mux {
+	t.Helper()
+	ctx := context.Background()
+	plugins, err := plugin.New(ctx, plugin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plugins.Close(ctx) })
+	return &sandbox.Mux{Wasm: wasmBackend(t), Plugin: plugins}
+}
+
 func newExecutor(t *testing.T) (*executor.Executor, *brokenStore, string) {
 	t.Helper()
 	ctx := context.Background()
@@ -61,19 +87,7 @@ func newExecutor(t *testing.T) (*executor.Executor, *brokenStore, string) {
 	}
 	t.Cleanup(func() { st.Close() })
 	bs := &brokenStore{Store: st}
-	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close(ctx) })
-	// The bundled sqlite.query is a plugin tool: prepared (its binary
-	// verified), never started here.
-	plugins, err := plugin.New(ctx, plugin.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plugins.Close(ctx) })
-	sandboxes := &sandbox.Mux{Wasm: backend, Plugin: plugins}
+	sandboxes := newSandboxes(t)
 	x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: sandboxes, Store: bs, DataDir: data,
 		Egress: egress.New(egress.Config{})})
 	if err != nil {

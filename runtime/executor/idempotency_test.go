@@ -20,8 +20,6 @@ import (
 	"github.com/airlock-dev/airlock/runtime/executor"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/runtime/store"
-	"github.com/airlock-dev/airlock/runtime/store/sqlite"
-	"github.com/airlock-dev/airlock/sandbox/wasm"
 )
 
 // spin is a json.query that never ends: only its timeout or its caller
@@ -37,14 +35,8 @@ func withKey(req *airlockv1.SubmitRequest, key string) *airlockv1.SubmitRequest 
 // fail.
 func newIdemEnv(t *testing.T, cfg executor.Config) (*approvalEnv, *brokenStore) {
 	t.Helper()
-	env := &approvalEnv{data: t.TempDir()}
-	env.tools, env.eng = loadApprovalTools(t, testenv.BundledManifests(t))
-	st, err := sqlite.Open(context.Background(), filepath.Join(env.data, "airlock.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	bs := &brokenStore{Store: st}
+	env := openApprovalEnv(t)
+	bs := &brokenStore{Store: env.st}
 	env.st = bs
 	env.x = env.start(t, cfg)
 	return env, bs
@@ -330,14 +322,7 @@ func TestStaleApprovalClaimInterrupted(t *testing.T) {
 // kept and still answers with its first intent.
 func TestExpiredIdempotencyKeyPurged(t *testing.T) {
 	ctx := context.Background()
-	env := &approvalEnv{data: t.TempDir()}
-	env.tools, env.eng = loadApprovalTools(t, testenv.BundledManifests(t))
-	st, err := sqlite.Open(ctx, filepath.Join(env.data, "airlock.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	env.st = st
+	env := openApprovalEnv(t)
 	// What earlier runs left: a key reserved 2h ago (past the TTL below)
 	// with its outcome marker, and one reserved 30m ago (within it).
 	oldReq := withKey(&airlockv1.SubmitRequest{Tool: "json.query", Arguments: `{"filter":".a","input":{"a":1}}`}, "ttl-old")
@@ -345,7 +330,7 @@ func TestExpiredIdempotencyKeyPurged(t *testing.T) {
 	oldAt := time.Now().Add(-2 * time.Hour)
 	oldIntent := env.reserve(t, oldReq, "exec-gone/run_old", oldAt)
 	marker := "outcome " + oldIntent
-	if err := st.Commit(ctx, []*store.Batch{{Idempotency: []*store.IdempotencyRecord{{Caller: planner.SpiffeID, Key: marker,
+	if err := env.st.Commit(ctx, []*store.Batch{{Idempotency: []*store.IdempotencyRecord{{Caller: planner.SpiffeID, Key: marker,
 		IntentID: oldIntent, CreatedAt: oldAt.Add(time.Second)}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +344,7 @@ func TestExpiredIdempotencyKeyPurged(t *testing.T) {
 	env.x = env.start(t, cfg)
 	deadline := time.Now().Add(time.Minute)
 	for {
-		_, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-old")
+		_, err := env.st.Idempotency(ctx, planner.SpiffeID, "ttl-old")
 		if errors.Is(err, store.ErrNotFound) {
 			break
 		}
@@ -368,10 +353,10 @@ func TestExpiredIdempotencyKeyPurged(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := st.Idempotency(ctx, planner.SpiffeID, marker); !errors.Is(err, store.ErrNotFound) {
+	if _, err := env.st.Idempotency(ctx, planner.SpiffeID, marker); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the expired outcome marker: %v, want purged", err)
 	}
-	if rec, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-fresh"); err != nil || rec.IntentID != freshIntent {
+	if rec, err := env.st.Idempotency(ctx, planner.SpiffeID, "ttl-fresh"); err != nil || rec.IntentID != freshIntent {
 		t.Fatalf("the key within its TTL: %+v, %v; want kept for intent %s", rec, err, freshIntent)
 	}
 
@@ -381,10 +366,10 @@ func TestExpiredIdempotencyKeyPurged(t *testing.T) {
 	if out.GetIntentId() == oldIntent || !strings.Contains(out.GetOutput(), `"results":[1]`) {
 		t.Fatalf("resubmission after the TTL: %v; want a new intent that ran", out)
 	}
-	if n := executions(t, st, out.GetIntentId()); n != 1 {
+	if n := executions(t, env.st, out.GetIntentId()); n != 1 {
 		t.Fatalf("the new intent ran %d times", n)
 	}
-	if rec, err := st.Idempotency(ctx, planner.SpiffeID, "ttl-old"); err != nil || rec.IntentID != out.GetIntentId() {
+	if rec, err := env.st.Idempotency(ctx, planner.SpiffeID, "ttl-old"); err != nil || rec.IntentID != out.GetIntentId() {
 		t.Fatalf("the key after resubmission: %+v, %v; want bound to %s", rec, err, out.GetIntentId())
 	}
 	// The same submission again replays the new intent.
@@ -408,11 +393,7 @@ func TestIdempotencyTTLFloor(t *testing.T) {
 	// the floor rather than refusing.
 	env := newApprovalEnv(t, executor.Config{ApprovalTTL: 24 * time.Hour})
 	ctx := context.Background()
-	backend, err := wasm.New(ctx, wasm.Config{CacheDir: testenv.CacheDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close(ctx) })
+	backend := wasmBackend(t)
 	longest := time.Duration(0)
 	for _, m := range env.tools {
 		longest = max(longest, time.Duration(m.Spec.Limits.Timeout))

@@ -307,7 +307,7 @@ func (t *tool) request(call *sandbox.Call) (*pluginv1.CallRequest, poolKey, *san
 	}
 	var key poolKey
 	if t.perTask && call.Workspace != "" {
-		dir, err := workspaceDir(call.Workspace)
+		dir, err := sandbox.HostDir(call.Workspace)
 		if err != nil {
 			return nil, poolKey{}, t.runError(sandbox.KindInternal, err, "workspace %s is not usable: the executor must create it as a directory", call.Workspace)
 		}
@@ -357,26 +357,6 @@ func readBounded(path string, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is over %d bytes", filepath.Base(path), n)
 	}
 	return b[:k], nil
-}
-
-// workspaceDir resolves a host workspace to an absolute directory without
-// symlinks.
-func workspaceDir(p string) (string, error) {
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("path %q is not absolute", p)
-	}
-	dir, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return "", err
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return "", err
-	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("%s is not a directory", dir)
-	}
-	return dir, nil
 }
 
 // acquire returns a process of key's pool for one call: an idle one, a new

@@ -6,9 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -245,7 +243,7 @@ func (t *tool) moduleConfig(call *sandbox.Call) (wazero.ModuleConfig, error) {
 	var fsc wazero.FSConfig
 	guestPaths := []string{}
 	if t.fsGrant && call.Workspace != "" {
-		dir, err := workspaceDir(call.Workspace)
+		dir, err := sandbox.HostDir(call.Workspace)
 		if err != nil {
 			return nil, t.runError(sandbox.KindInternal, nil, err, "workspace %s is not usable: the executor must create it as a directory", call.Workspace)
 		}
@@ -263,7 +261,7 @@ func (t *tool) moduleConfig(call *sandbox.Call) (wazero.ModuleConfig, error) {
 		if err := checkGuestPath(m.GuestPath, guestPaths); err != nil {
 			return nil, t.runError(sandbox.KindInternal, nil, err, "mount %s is not usable", m.GuestPath)
 		}
-		dir, err := workspaceDir(m.HostDir)
+		dir, err := sandbox.HostDir(m.HostDir)
 		if err != nil {
 			return nil, t.runError(sandbox.KindInternal, nil, err, "mount %s: host directory %s is not usable: the executor must create it as a directory", m.GuestPath, m.HostDir)
 		}
@@ -291,26 +289,6 @@ func checkGuestPath(p string, taken []string) error {
 		}
 	}
 	return nil
-}
-
-// workspaceDir resolves a host workspace to an absolute directory without
-// symlinks, so the guest's root is exactly that directory.
-func workspaceDir(p string) (string, error) {
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("path %q is not absolute", p)
-	}
-	dir, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return "", err
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return "", err
-	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("%s is not a directory", dir)
-	}
-	return dir, nil
 }
 
 // acquire takes a slot of sem, or fails when ctx is done first.

@@ -361,34 +361,22 @@ func (s *Store) run(ctx context.Context, tx pgx.Tx, b *pgx.Batch, what []queued)
 // Task returns a task by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Task(ctx context.Context, id string) (*store.Task, error) {
 	t, err := rowscan.Task(s.pool.QueryRow(ctx, `SELECT `+rowscan.TaskColumns+` FROM tasks WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("task %q: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read task %q: %w", id, err)
-	}
-	return t, nil
+	return rowscan.One(t, err, pgx.ErrNoRows, fmt.Sprintf("task %q", id))
 }
 
 // Intent returns an intent by id, or an error wrapping store.ErrNotFound.
 func (s *Store) Intent(ctx context.Context, id string) (*store.Intent, error) {
 	in, err := rowscan.Intent(s.pool.QueryRow(ctx, `SELECT `+rowscan.IntentColumns+` FROM intents WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("intent %q: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read intent %q: %w", id, err)
-	}
-	return in, nil
+	return rowscan.One(in, err, pgx.ErrNoRows, fmt.Sprintf("intent %q", id))
 }
 
 // AuditRecords returns up to limit records with Seq > after, in seq order.
 // limit must be positive; it is clamped to MaxPage.
 func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]store.Record, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	limit, err := rowscan.Page("read audit records", "limit", limit, MaxPage)
+	if err != nil {
+		return nil, err
 	}
-	limit = min(limit, MaxPage)
 	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit records after %d: %w", after, err)
@@ -400,10 +388,10 @@ func (s *Store) AuditRecords(ctx context.Context, after int64, limit int) ([]sto
 // AuditTail returns the last n records, in seq order. n must be positive;
 // it is clamped to MaxPage.
 func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
-	if n <= 0 {
-		return nil, fmt.Errorf("read audit tail: n is %d: it must be positive", n)
+	n, err := rowscan.Page("read audit tail", "n", n, MaxPage)
+	if err != nil {
+		return nil, err
 	}
-	n = min(n, MaxPage)
 	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events ORDER BY seq DESC LIMIT $1`, n)
 	if err != nil {
 		return nil, fmt.Errorf("read audit tail: %w", err)
@@ -419,10 +407,10 @@ func (s *Store) AuditTail(ctx context.Context, n int) ([]store.Record, error) {
 // or decision effect), in seq order. limit must be positive; it is clamped
 // to MaxPage.
 func (s *Store) AuditFiltered(ctx context.Context, after int64, f store.AuditFilter, limit int) ([]store.Record, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("read audit records: limit is %d: it must be positive", limit)
+	limit, err := rowscan.Page("read audit records", "limit", limit, MaxPage)
+	if err != nil {
+		return nil, err
 	}
-	limit = min(limit, MaxPage)
 	where, args := rowscan.AuditWhere(f, pgPH, 2)
 	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.RecordColumns+` FROM audit_events WHERE seq > $1`+where+
 		` ORDER BY seq LIMIT `+pgPH(len(args)+2), append(append([]any{after}, args...), limit)...)
@@ -450,10 +438,10 @@ func (s *Store) OpenLeases(ctx context.Context, taskID string) ([]*store.Lease, 
 // task has ended, or the task is not in the store. limit must be positive;
 // it is clamped to MaxPage.
 func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*store.Lease, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("read leases due: limit is %d: it must be positive", limit)
+	limit, err := rowscan.Page("read leases due", "limit", limit, MaxPage)
+	if err != nil {
+		return nil, err
 	}
-	limit = min(limit, MaxPage)
 	at := now.UTC().Format(timeFormat)
 	rows, err := s.pool.Query(ctx, `SELECT `+rowscan.LeaseColumns+` FROM leases l LEFT JOIN tasks t ON t.id = l.task_id
 		WHERE l.revoked_at IS NULL
@@ -470,13 +458,7 @@ func (s *Store) LeasesDue(ctx context.Context, now time.Time, limit int) ([]*sto
 // store.ErrNotFound.
 func (s *Store) Approval(ctx context.Context, id string) (*store.Approval, error) {
 	a, err := rowscan.Approval(s.pool.QueryRow(ctx, `SELECT `+rowscan.ApprovalColumns+` FROM approvals WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("approval %q: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read approval %q: %w", id, err)
-	}
-	return a, nil
+	return rowscan.One(a, err, pgx.ErrNoRows, fmt.Sprintf("approval %q", id))
 }
 
 // Approvals returns the approvals that match f, newest first (by creation
@@ -519,13 +501,7 @@ func (s *Store) ApprovalsDue(ctx context.Context, now time.Time, staleClaim time
 // store.ErrNotFound.
 func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.IdempotencyRecord, error) {
 	r, err := rowscan.Idempotency(s.pool.QueryRow(ctx, `SELECT `+rowscan.IdempotencyColumns+` FROM idempotency WHERE caller = $1 AND key = $2`, caller, key))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("idempotency key %q of %s: %w", key, caller, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read idempotency key %q of %s: %w", key, caller, err)
-	}
-	return r, nil
+	return rowscan.One(r, err, pgx.ErrNoRows, fmt.Sprintf("idempotency key %q of %s", key, caller))
 }
 
 // PurgeIdempotency deletes up to limit idempotency records created before
@@ -534,10 +510,10 @@ func (s *Store) Idempotency(ctx context.Context, caller, key string) (*store.Ide
 // purge by another executor) are skipped, not waited for. limit must be
 // positive; it is clamped to MaxPage.
 func (s *Store) PurgeIdempotency(ctx context.Context, before time.Time, limit int) (int, error) {
-	if limit <= 0 {
-		return 0, fmt.Errorf("purge idempotency records: limit is %d: it must be positive", limit)
+	limit, err := rowscan.Page("purge idempotency records", "limit", limit, MaxPage)
+	if err != nil {
+		return 0, err
 	}
-	limit = min(limit, MaxPage)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

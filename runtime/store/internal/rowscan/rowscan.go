@@ -7,6 +7,7 @@ package rowscan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -46,6 +47,29 @@ func Collect[T any](rows Rows, what string, scan func(Scanner) (T, error)) ([]T,
 		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return out, nil
+}
+
+// One is what a lookup of one row returns: when err is noRows (the
+// driver's "no rows" error) an error wrapping store.ErrNotFound that names
+// what, on another error a failed read of what, else v.
+func One[T any](v T, err, noRows error, what string) (T, error) {
+	var zero T
+	if errors.Is(err, noRows) {
+		return zero, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("read %s: %w", what, err)
+	}
+	return v, nil
+}
+
+// Page checks a page size n (named name) for the operation op: it must be
+// positive, and it is clamped to maxPage.
+func Page(op, name string, n, maxPage int) (int, error) {
+	if n <= 0 {
+		return 0, fmt.Errorf("%s: %s is %d: it must be positive", op, name, n)
+	}
+	return min(n, maxPage), nil
 }
 
 // FmtTime is the stored form of t: nil (NULL) for the zero time, else
@@ -480,8 +504,9 @@ func ApprovalWhere(f store.ApprovalFilter, ph func(int) string, start int) (stri
 // ApprovalsDueQuery is the query of ApprovalsDue and its values. limit must
 // be positive (it is clamped to maxPage) and staleClaim positive.
 func ApprovalsDueQuery(now time.Time, staleClaim time.Duration, limit, maxPage int, ph func(int) string) (string, []any, error) {
-	if limit <= 0 {
-		return "", nil, fmt.Errorf("read approvals due: limit is %d: it must be positive", limit)
+	limit, err := Page("read approvals due", "limit", limit, maxPage)
+	if err != nil {
+		return "", nil, err
 	}
 	if staleClaim <= 0 {
 		return "", nil, fmt.Errorf("read approvals due: staleClaim is %s: it must be positive, or every claim would look stale", staleClaim)
@@ -491,5 +516,5 @@ func ApprovalsDueQuery(now time.Time, staleClaim time.Duration, limit, maxPage i
 		   OR state = 'approved'
 		   OR (state = 'claimed' AND (claimed_at IS NULL OR claimed_at <= ` + ph(2) + `))
 		ORDER BY created_at, id LIMIT ` + ph(3)
-	return q, []any{now.UTC().Format(TimeFormat), now.Add(-staleClaim).UTC().Format(TimeFormat), min(limit, maxPage)}, nil
+	return q, []any{now.UTC().Format(TimeFormat), now.Add(-staleClaim).UTC().Format(TimeFormat), limit}, nil
 }
