@@ -118,6 +118,9 @@ const (
 	KindExit ErrorKind = "tool_error"
 	// KindTrap: the guest trapped (stack overflow, unreachable, bad access).
 	KindTrap ErrorKind = "trap"
+	// KindWorkspaceQuota: a native plugin filled the task's workspace past
+	// its quota (bytes or entries) and was stopped.
+	KindWorkspaceQuota ErrorKind = "workspace_quota"
 	// KindCrash: a plugin process died during the call (it exited, was
 	// killed by a limit, or broke the protocol); the next call gets a fresh
 	// process.

@@ -37,6 +37,11 @@ const (
 	DefaultMaxStderr    = 64 << 10
 	DefaultStartTimeout = 10 * time.Second
 	DefaultKillGrace    = 200 * time.Millisecond
+	// The WASM backend's workspace bounds, and how often a plugin call's
+	// workspace is measured.
+	DefaultWorkspaceQuota    = 256 << 20
+	DefaultWorkspaceMaxFiles = 10000
+	DefaultWorkspaceCheck    = 250 * time.Millisecond
 )
 
 // Config configures a Backend. The zero value runs isolated plugins with
@@ -66,6 +71,16 @@ type Config struct {
 	// Accept lists the isolation layers the operator accepts missing (see
 	// internal/isolate). Empty: every layer is required.
 	Accept []string
+	// WorkspaceQuota and WorkspaceMaxFiles bound a task's workspace as a
+	// plugin sees it: a call that leaves it holding more bytes or entries
+	// is stopped and fails with sandbox.KindWorkspaceQuota (defaults
+	// DefaultWorkspaceQuota and DefaultWorkspaceMaxFiles, the WASM
+	// backend's). The workspace is measured every WorkspaceCheck during the
+	// call (default DefaultWorkspaceCheck) and once after it, so a plugin
+	// can overshoot by what it writes in one interval (each file is
+	// bounded by limits.file_size).
+	WorkspaceQuota, WorkspaceMaxFiles int64
+	WorkspaceCheck                    time.Duration
 	// Logger receives lifecycle events and the plugins' stderr; the zero
 	// value logs nothing. Credentials and outputs are never logged.
 	Logger zerolog.Logger
@@ -93,8 +108,18 @@ var (
 
 // New returns a Backend. It starts the idle reaper, which stops with Close.
 func New(_ context.Context, cfg Config) (*Backend, error) {
-	if cfg.IdleTimeout < 0 || cfg.MaxStderr < 0 || cfg.StartTimeout < 0 || cfg.KillGrace < 0 {
-		return nil, errors.New("plugin backend: IdleTimeout, MaxStderr, StartTimeout and KillGrace must not be negative (0 selects the default)")
+	if cfg.IdleTimeout < 0 || cfg.MaxStderr < 0 || cfg.StartTimeout < 0 || cfg.KillGrace < 0 ||
+		cfg.WorkspaceQuota < 0 || cfg.WorkspaceMaxFiles < 0 || cfg.WorkspaceCheck < 0 {
+		return nil, errors.New("plugin backend: IdleTimeout, MaxStderr, StartTimeout, KillGrace and the workspace bounds must not be negative (0 selects the default)")
+	}
+	if cfg.WorkspaceQuota == 0 {
+		cfg.WorkspaceQuota = DefaultWorkspaceQuota
+	}
+	if cfg.WorkspaceMaxFiles == 0 {
+		cfg.WorkspaceMaxFiles = DefaultWorkspaceMaxFiles
+	}
+	if cfg.WorkspaceCheck == 0 {
+		cfg.WorkspaceCheck = DefaultWorkspaceCheck
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout

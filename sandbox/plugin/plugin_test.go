@@ -930,3 +930,53 @@ func TestLeftoverChildRetires(t *testing.T) {
 		})
 	}
 }
+
+// A plugin that fills the task's workspace past the quota (bytes or
+// entries) is stopped, the call says why, and the next call runs in a
+// fresh process; a call within the bounds is untouched.
+func TestWorkspaceQuota(t *testing.T) {
+	e := newBackend(t, Config{WorkspaceQuota: 64 << 10, WorkspaceMaxFiles: 20, WorkspaceCheck: 20 * time.Millisecond})
+	tl := e.prepare(t, testManifest(t, testTool, func(m *manifest.Manifest) {
+		m.Spec.Capabilities.Filesystem = []manifest.FilesystemGrant{{Path: "workspace", Access: manifest.AccessReadWrite}}
+		m.Spec.Limits.Concurrency = 1
+	}))
+	ws := t.TempDir()
+	c := func(mode, text string, n int) *sandbox.Call {
+		return &sandbox.Call{Input: input(mode, text, n), TaskID: "t1", Workspace: ws}
+	}
+	// Within the bounds: 10 files of 1 KiB.
+	mustCall(t, tl, c("fill", strings.Repeat("x", 1<<10), 10))
+	for _, tc := range []struct {
+		name string
+		text string
+		n    int
+	}{
+		{"too many entries", "x", 40},
+		{"too many bytes", strings.Repeat("x", 32<<10), 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := mustCall(t, tl, c("echo", "", 0))
+			start := time.Now()
+			_, err := call(t, tl, c("fill", tc.text, tc.n))
+			se := wantKind(t, err, sandbox.KindWorkspaceQuota)
+			if !strings.Contains(se.Message, "quota") {
+				t.Errorf("message %q does not say the quota", se.Message)
+			}
+			// Stopped by the watch, not after its 2 s sleep.
+			if d := time.Since(start); d > 1500*time.Millisecond {
+				t.Logf("the fill call took %s (the watch should stop it well before the plugin's 2 s sleep)", d)
+			}
+			if alive(before.PID) {
+				t.Error("the process that filled the workspace still runs")
+			}
+			entries, _ := os.ReadDir(ws)
+			for _, en := range entries {
+				_ = os.Remove(filepath.Join(ws, en.Name()))
+			}
+			after := mustCall(t, tl, c("echo", "", 0))
+			if after.PID == before.PID {
+				t.Error("the stopped process served the next call")
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -191,10 +192,31 @@ func (t *tool) Run(ctx context.Context, call *sandbox.Call) (*sandbox.Result, er
 		p.secrets.Store(true) // its stderr may hold them from now on
 	}
 	p.inCall.Store(true)
-	resp, callErr := p.tc.Call(runCtx, req,
+	// The workspace is measured during the call and after it: a plugin
+	// that fills it past the quota is stopped (see quota.go).
+	callCtx := runCtx
+	var quota atomic.Pointer[string]
+	if key.workspace != "" {
+		wctx, stopCall := context.WithCancel(runCtx)
+		defer stopCall()
+		callCtx = wctx
+		stopWatch := t.watchWorkspace(wctx, key.workspace, func(msg string) { quota.Store(&msg); stopCall() })
+		defer stopWatch()
+	}
+	resp, callErr := p.tc.Call(callCtx, req,
 		grpc.MaxCallRecvMsgSize(t.output+pluginv1.Slack),
 		grpc.MaxCallSendMsgSize(pluginv1.MaxInputBytes+pluginv1.Slack))
+	if key.workspace != "" && quota.Load() == nil {
+		if msg := t.overQuota(key.workspace); msg != "" {
+			quota.Store(&msg)
+		}
+	}
 	res, serr, reuse := t.classify(ctx, runCtx, p, resp, callErr)
+	if msg := quota.Load(); msg != nil {
+		p.kill("workspace over its quota")
+		res, reuse = nil, false
+		serr = t.runError(sandbox.KindWorkspaceQuota, nil, "%s", *msg)
+	}
 	if t.network {
 		p.bindEgress(nil)
 	}

@@ -113,6 +113,16 @@ func run(ctx context.Context, in In) (Out, error) {
 			return Out{}, err
 		}
 		out.Text = string(b)
+	case "fill": // writes N files of len(text) bytes, then sleeps 2 s (a watched plugin is stopped before)
+		for i := range in.N {
+			if err := os.WriteFile(filepath.Join(plugin.Workspace(ctx), fmt.Sprintf("fill-%d", i)), []byte(in.Text), 0o644); err != nil {
+				return Out{}, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
 	case "write":
 		if err := os.WriteFile(filepath.Join(plugin.Workspace(ctx), "out.txt"), []byte(in.Text), 0o644); err != nil {
 			return Out{}, err
