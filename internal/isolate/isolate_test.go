@@ -46,6 +46,18 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
+		// The unprivileged rerun (TestAsUnprivilegedUser) gets the binary
+		// its root parent built: it has no Go toolchain to build one.
+		if p := os.Getenv(envHostile); p != "" {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			s := sha256.Sum256(b)
+			hostile.path, hostile.sum = p, hex.EncodeToString(s[:])
+			return m.Run()
+		}
 		// The binary lives in a root-only directory, like an operator's.
 		if err := os.Chmod(dir, 0o700); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -81,6 +93,70 @@ type run struct {
 
 // needIsolation skips where the kernel refuses a layer, except on CI,
 // which must provide them all.
+// envHostile names the prebuilt hostile binary of the unprivileged rerun.
+const envHostile = "AIRLOCK_ISOLATE_TEST_HOSTILE"
+
+// An executor need not run as root: as another user, the plugin is root of
+// its own user namespace, mapped to that user, with no capabilities. This
+// reruns the isolation tests as uid 65534, so that path is proven wherever
+// the suite runs as root (CI).
+func TestAsUnprivilegedUser(t *testing.T) {
+	if os.Getenv(envHostile) != "" {
+		t.Skip("this is the unprivileged run")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("switching to uid 65534 needs root; run as another user, this suite is itself the unprivileged run")
+	}
+	needIsolation(t)
+	// Short paths: the tests put unix sockets below TMPDIR (108 bytes).
+	dir, err := os.MkdirTemp("", "iso-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	tmp := filepath.Join(dir, "t")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tmp, isolate.SandboxUser, isolate.SandboxUser); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyExec := func(from, to string) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyExec(self, filepath.Join(dir, "isolate.test"))
+	copyExec(hostile.path, filepath.Join(dir, "hostile"))
+	tests := []string{"FilesystemView", "ProcessesInvisible", "NoNetwork", "ForkBombStopsAtNPROC", "AddressSpaceLimit",
+		"FileSizeLimit", "CPUTimeLimit", "DeniedSyscalls", "DeniedSyscallsMore", "NoInheritedDescriptors",
+		"CredentialsAndEnvironment", "ModifiedBinaryRefused", "EgressProxyFromInside"}
+	cmd := exec.Command(filepath.Join(dir, "isolate.test"), "-test.run", "^Test("+strings.Join(tests, "|")+")$", "-test.count=1", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + tmp, "TMPDIR=" + tmp, envHostile + "=" + filepath.Join(dir, "hostile"), "CI=" + os.Getenv("CI")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: isolate.SandboxUser, Gid: isolate.SandboxUser}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the isolation tests failed as uid %d: %v\n%s", isolate.SandboxUser, err, out)
+	}
+	for _, name := range tests {
+		if !strings.Contains(string(out), "--- PASS: Test"+name+" ") {
+			t.Errorf("Test%s did not pass as uid %d:\n%s", name, isolate.SandboxUser, out)
+		}
+	}
+}
+
 func needIsolation(t *testing.T) {
 	t.Helper()
 	rep := isolate.Probe()
