@@ -1,10 +1,13 @@
 // Package sandbox is the one small interface behind which tools run:
-// a WebAssembly module in wazero (package sandbox/wasm) or, later, an
-// isolated native plugin process (package sandbox/plugin).
+// a WebAssembly module in wazero (package sandbox/wasm) or an isolated
+// native plugin process (package sandbox/plugin); Mux picks the backend of
+// each manifest's runtime.
 //
 // A Backend prepares a tool once, at load: it checks the pinned digest,
 // compiles, and rejects anything the manifest does not grant. A prepared
-// Tool then runs any number of calls, each in a fresh, isolated instance.
+// Tool then runs any number of calls, each in an isolated instance: a
+// fresh one for WASM, a pooled process of the tool (of the task, when it is
+// granted the workspace) for a plugin.
 package sandbox
 
 import (
@@ -17,6 +20,13 @@ import (
 
 	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/manifest"
+)
+
+// The bounds of a task's workspace both backends apply by default: 256 MiB
+// in at most 10,000 files and directories.
+const (
+	DefaultWorkspaceQuota    = 256 << 20
+	DefaultWorkspaceMaxFiles = 10000
 )
 
 // Backend prepares tools of one runtime kind.

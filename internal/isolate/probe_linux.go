@@ -17,11 +17,6 @@ import (
 var (
 	probeOnce   sync.Once
 	probeReport Report
-
-	// testMu guards testMissing, which tests set to simulate a layer the
-	// kernel refuses (see export_test.go).
-	testMu      sync.Mutex
-	testMissing map[Layer]string
 )
 
 func probe() Report {
@@ -40,7 +35,7 @@ func copyReport(r Report) Report {
 	return out
 }
 
-// effectiveReport is Probe's report with the test overrides applied.
+// effectiveReport is Probe's report with SimulateMissing's layers applied.
 func effectiveReport() Report {
 	r := probe()
 	testMu.Lock()

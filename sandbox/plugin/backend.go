@@ -27,6 +27,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/airlock-dev/airlock/internal/isolate"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/sandbox"
 )
@@ -37,10 +38,10 @@ const (
 	DefaultMaxStderr    = 64 << 10
 	DefaultStartTimeout = 10 * time.Second
 	DefaultKillGrace    = 200 * time.Millisecond
-	// The WASM backend's workspace bounds, and how often a plugin call's
-	// workspace is measured.
-	DefaultWorkspaceQuota    = 256 << 20
-	DefaultWorkspaceMaxFiles = 10000
+	// The workspace bounds (sandbox's defaults, shared with the WASM
+	// backend), and how often a plugin call's workspace is measured.
+	DefaultWorkspaceQuota    = sandbox.DefaultWorkspaceQuota
+	DefaultWorkspaceMaxFiles = sandbox.DefaultWorkspaceMaxFiles
 	DefaultWorkspaceCheck    = 250 * time.Millisecond
 )
 
@@ -89,8 +90,9 @@ type Config struct {
 // Backend prepares and runs native plugin tools. It is safe for concurrent
 // use.
 type Backend struct {
-	cfg Config
-	log zerolog.Logger
+	cfg    Config
+	accept []isolate.Layer // cfg.Accept, parsed
+	log    zerolog.Logger
 
 	mu     sync.Mutex
 	tools  map[*tool]struct{}
@@ -142,12 +144,14 @@ func New(_ context.Context, cfg Config) (*Backend, error) {
 	}
 	cfg.TempDir = abs
 	cfg.Accept = append([]string(nil), cfg.Accept...)
-	if err := checkAccept(cfg.Accept); err != nil {
+	accept, err := parseAccept(cfg.Accept)
+	if err != nil {
 		return nil, fmt.Errorf("plugin backend: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{
 		cfg:        cfg,
+		accept:     accept,
 		log:        cfg.Logger.With().Str("component", "sandbox.plugin").Logger(),
 		tools:      map[*tool]struct{}{},
 		stopReaper: stop,

@@ -10,23 +10,11 @@ import (
 
 // isolatedCommand builds the isolated process of s (internal/isolate): the
 // binary is opened, hashed against the pin and executed by descriptor.
-func isolatedCommand(ctx context.Context, s spawnSpec, accept []string) (*exec.Cmd, func(), error) {
-	layers := make([]isolate.Layer, 0, len(accept))
-	for _, a := range accept {
-		l, err := isolate.ParseLayer(a)
-		if err != nil {
-			return nil, nil, err
-		}
-		layers = append(layers, l)
-	}
+// accept are the layers the operator accepts missing.
+func isolatedCommand(ctx context.Context, s spawnSpec, accept []isolate.Layer) (*exec.Cmd, func(), error) {
 	return isolate.Command(ctx, isolate.Spec{
 		Binary: s.Binary, SHA256: s.SHA256, Args: s.Args, Env: s.Env,
-		Workspace: s.Workspace, SocketDir: s.SocketDir,
-		Limits: isolate.Limits{
-			AddressSpace: s.Limits.addressSpace, FileSize: s.Limits.fileSize,
-			OpenFiles: s.Limits.openFiles, Processes: s.Limits.processes, CPUTime: s.Limits.cpuTime,
-		},
-		Accept: layers,
+		Workspace: s.Workspace, SocketDir: s.SocketDir, Limits: s.Limits, Accept: accept,
 	})
 }
 
@@ -40,12 +28,16 @@ func asDigestMismatch(err error) (string, bool) {
 	return "", false
 }
 
-// checkAccept refuses a name that is not an isolation layer.
-func checkAccept(accept []string) error {
+// parseAccept parses the operator's accepted layer names, refusing a name
+// that is not an isolation layer.
+func parseAccept(accept []string) ([]isolate.Layer, error) {
+	layers := make([]isolate.Layer, 0, len(accept))
 	for _, a := range accept {
-		if _, err := isolate.ParseLayer(a); err != nil {
-			return err
+		l, err := isolate.ParseLayer(a)
+		if err != nil {
+			return nil, err
 		}
+		layers = append(layers, l)
 	}
-	return nil
+	return layers, nil
 }

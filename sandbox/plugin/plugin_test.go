@@ -792,6 +792,43 @@ func TestIsolatedLifecycle(t *testing.T) {
 	}
 }
 
+// TestMissingLayer: through the backend, a layer the kernel refuses makes
+// an isolated call fail before any process starts, with an error naming
+// the layer, why, and the flag that accepts it; once the operator accepts
+// it, the call runs without that layer only.
+func TestMissingLayer(t *testing.T) {
+	if _, err := New(context.Background(), Config{Accept: []string{"selinux"}}); err == nil || !strings.Contains(err.Error(), "seccomp") {
+		t.Errorf("New with an unknown layer accepted = %v, want an error listing the layers", err)
+	}
+	restore := isolate.SimulateMissing(isolate.LayerSeccomp, "simulated by the test")
+	defer restore()
+	m := testManifest(t, testTool, nil)
+	status := func(key string) *sandbox.Call { return &sandbox.Call{Input: input("status", key, 0)} }
+
+	refused := newIsolatedBackend(t, Config{})
+	_, err := call(t, refused.prepare(t, m), status("Seccomp"))
+	se := wantKind(t, err, sandbox.KindModule)
+	var me *isolate.MissingLayerError
+	if !errors.As(err, &me) || me.Layer != isolate.LayerSeccomp {
+		t.Errorf("error %v does not wrap a *isolate.MissingLayerError for seccomp", err)
+	}
+	for _, want := range []string{m.Metadata.Name, "seccomp", "simulated by the test", isolate.AcceptFlag + " seccomp"} {
+		if !strings.Contains(se.Message, want) {
+			t.Errorf("refusal %q should contain %q", se.Message, want)
+		}
+	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("a process started: %v", kids)
+	}
+
+	tl := newIsolatedBackend(t, Config{Accept: []string{"seccomp"}}).prepare(t, m)
+	for key, want := range map[string]string{"Seccomp": "0", "NoNewPrivs": "1", "CapEff": "0000000000000000"} {
+		if o := mustCall(t, tl, status(key)); !o.Found || o.Text != want {
+			t.Errorf("accepted: %s is %q (found %v), want %q", key, o.Text, o.Found, want)
+		}
+	}
+}
+
 var _ io.Writer = (*syncBuffer)(nil)
 
 // loopNet resolves every name to a public-looking address and dials only

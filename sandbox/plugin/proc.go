@@ -153,8 +153,7 @@ func (t *tool) spawn(ctx context.Context, cancel context.CancelFunc, key poolKey
 	env := append(append([]string(nil), t.env...), goplugin.EnvUnixSocketDir+"="+sockDir)
 	spec := spawnSpec{
 		Binary: t.binary, SHA256: t.sha, Args: t.args, Env: env,
-		Workspace: key.workspace, ReadOnlyWorkspace: t.readOnly,
-		SocketDir: sockDir, Limits: t.limits,
+		Workspace: key.workspace, SocketDir: sockDir, Limits: t.limits,
 	}
 	cmd, cleanup, secure, serr := b.command(ctx, t, spec)
 	if serr != nil {

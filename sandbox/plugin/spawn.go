@@ -12,22 +12,19 @@ import (
 
 	goplugin "github.com/hashicorp/go-plugin"
 
+	"github.com/airlock-dev/airlock/internal/isolate"
 	"github.com/airlock-dev/airlock/sandbox"
 )
 
-// maxBinaryBytes bounds the size of a plugin binary.
-const maxBinaryBytes = 512 << 20
-
 // spawnSpec is what one process start needs.
 type spawnSpec struct {
-	Binary            string
-	SHA256            string
-	Args              []string
-	Env               []string // the complete environment
-	Workspace         string   // host dir at /workspace ("" none)
-	ReadOnlyWorkspace bool
-	SocketDir         string // host dir at the same path inside
-	Limits            procLimits
+	Binary    string
+	SHA256    string
+	Args      []string
+	Env       []string // the complete environment
+	Workspace string   // host dir at /workspace ("" none)
+	SocketDir string   // host dir at the same path inside
+	Limits    isolate.Limits
 }
 
 // command returns the command that starts one process, the cleanup to run
@@ -39,7 +36,7 @@ func (b *Backend) command(ctx context.Context, t *tool, s spawnSpec) (*exec.Cmd,
 	if b.cfg.Unisolated {
 		return plainCommand(ctx, t, s)
 	}
-	cmd, cleanup, err := isolatedCommand(ctx, s, b.cfg.Accept)
+	cmd, cleanup, err := isolatedCommand(ctx, s, b.accept)
 	if err != nil {
 		if d, ok := asDigestMismatch(err); ok {
 			return nil, nil, nil, digestError(t.name, s.Binary, d, s.SHA256)
@@ -97,7 +94,7 @@ func plainCommand(ctx context.Context, t *tool, s spawnSpec) (*exec.Cmd, func(),
 }
 
 // hashBinary returns the SHA-256 (hex) of a regular file of at most
-// maxBinaryBytes.
+// isolate.MaxBinaryBytes, the bound the isolated start enforces too.
 func hashBinary(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -111,16 +108,16 @@ func hashBinary(path string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%s is not a regular file", path)
 	}
-	if fi.Size() > maxBinaryBytes {
-		return "", fmt.Errorf("%s is %d bytes, over the %d allowed", path, fi.Size(), maxBinaryBytes)
+	if fi.Size() > isolate.MaxBinaryBytes {
+		return "", fmt.Errorf("%s is %d bytes, over the %d allowed", path, fi.Size(), isolate.MaxBinaryBytes)
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, maxBinaryBytes+1))
+	n, err := io.Copy(h, io.LimitReader(f, isolate.MaxBinaryBytes+1))
 	if err != nil {
 		return "", err
 	}
-	if n > maxBinaryBytes {
-		return "", fmt.Errorf("%s grew past %d bytes while it was read", path, maxBinaryBytes)
+	if n > isolate.MaxBinaryBytes {
+		return "", fmt.Errorf("%s grew past %d bytes while it was read", path, isolate.MaxBinaryBytes)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

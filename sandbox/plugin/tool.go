@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/airlock-dev/airlock/internal/isolate"
 	"github.com/airlock-dev/airlock/runtime/manifest"
 	"github.com/airlock-dev/airlock/sandbox"
 	"github.com/airlock-dev/airlock/sandbox/plugin/pluginv1"
@@ -45,21 +46,20 @@ type poolKey struct {
 
 // tool is a prepared plugin tool and its process pool.
 type tool struct {
-	b        *Backend
-	name     string
-	binary   string
-	sha      string
-	args     []string
-	env      []string          // the manifest's env, KEY=VALUE, sorted
-	baseEnv  map[string]string // the manifest's env
-	timeout  time.Duration
-	output   int
-	limits   procLimits
-	max      int
-	perTask  bool
-	readOnly bool
-	network  bool
-	log      zerolog.Logger
+	b       *Backend
+	name    string
+	binary  string
+	sha     string
+	args    []string
+	env     []string          // the manifest's env, KEY=VALUE, sorted
+	baseEnv map[string]string // the manifest's env
+	timeout time.Duration
+	output  int
+	limits  isolate.Limits // the process's rlimits (isolated only)
+	max     int
+	perTask bool
+	network bool
+	log     zerolog.Logger
 
 	// life is the context every process is bound to: Close ends it, which
 	// aborts the starts in flight (their processes are killed, or never
@@ -85,13 +85,6 @@ type tool struct {
 	starts   sync.WaitGroup
 }
 
-// procLimits are the OS limits of one process.
-type procLimits struct {
-	addressSpace, fileSize int64
-	openFiles, processes   int
-	cpuTime                time.Duration
-}
-
 func newTool(b *Backend, m *manifest.Manifest) (*tool, error) {
 	lim := m.Spec.Limits
 	rt := m.Spec.Runtime.Plugin
@@ -108,9 +101,9 @@ func newTool(b *Backend, m *manifest.Manifest) (*tool, error) {
 		baseEnv: map[string]string{},
 		timeout: time.Duration(lim.Timeout),
 		output:  int(lim.Output),
-		limits: procLimits{
-			addressSpace: int64(lim.Memory), fileSize: int64(lim.FileSize),
-			openFiles: lim.OpenFiles, processes: lim.Processes, cpuTime: time.Duration(lim.CPUTime),
+		limits: isolate.Limits{
+			AddressSpace: int64(lim.Memory), FileSize: int64(lim.FileSize),
+			OpenFiles: lim.OpenFiles, Processes: lim.Processes, CPUTime: time.Duration(lim.CPUTime),
 		},
 		max:     max,
 		network: len(m.Spec.Capabilities.Network) > 0,
@@ -119,7 +112,7 @@ func newTool(b *Backend, m *manifest.Manifest) (*tool, error) {
 		wake:    make(chan struct{}),
 	}
 	t.life, t.endLife = context.WithCancel(context.Background())
-	t.perTask, t.readOnly = m.GrantsWorkspace()
+	t.perTask, _ = m.GrantsWorkspace()
 	for k, v := range m.Spec.Capabilities.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			t.endLife()
@@ -474,7 +467,7 @@ func (t *tool) release(p *proc, reuse bool) {
 	// RLIMIT_CPU counts a process's whole life: one that has used half of
 	// limits.cpu_time is retired, so that every call starts with at least
 	// half of it.
-	if reuse && t.limits.cpuTime > 0 && p.pid > 0 && cpuUsed(p.pid) >= t.limits.cpuTime/2 {
+	if reuse && t.limits.CPUTime > 0 && p.pid > 0 && cpuUsed(p.pid) >= t.limits.CPUTime/2 {
 		reuse = false
 	}
 	// A process that left a child behind (a background process, or a

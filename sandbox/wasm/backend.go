@@ -30,9 +30,9 @@ import (
 // Defaults of Config.
 const (
 	// DefaultWorkspaceQuota and DefaultWorkspaceMaxFiles bound a task's
-	// workspace: 256 MiB in at most 10,000 files and directories.
-	DefaultWorkspaceQuota    = 256 << 20
-	DefaultWorkspaceMaxFiles = 10000
+	// workspace (sandbox's defaults, shared with the plugin backend).
+	DefaultWorkspaceQuota    = sandbox.DefaultWorkspaceQuota
+	DefaultWorkspaceMaxFiles = sandbox.DefaultWorkspaceMaxFiles
 	DefaultMaxInstances      = 64
 	DefaultMaxStderr         = 64 << 10
 	// DefaultToolConcurrency bounds a tool's instances when its manifest
