@@ -2,20 +2,25 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
 	"github.com/airlock-dev/airlock/runtime/identity"
+	"github.com/airlock-dev/airlock/runtime/store/sqlite"
 )
 
 // devExecutor starts an executor with the bundled tools under the shipped
@@ -98,38 +103,6 @@ func parseOutcome(t *testing.T, r result) outcome {
 		t.Fatalf("not an outcome (%v): exit %d\n%s\n%s", err, r.code, r.stdout, r.stderr)
 	}
 	return o
-}
-
-// postgresSchema returns a URL of AIRLOCK_POSTGRES_URL confined to a fresh
-// schema dropped when the test ends. Without the variable the test is
-// skipped (failed when CI=true).
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("AIRLOCK_POSTGRES_URL")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AIRLOCK_POSTGRES_URL is not set but CI=true: start PostgreSQL with scripts/postgres.sh start DIR")
-		}
-		t.Skip("AIRLOCK_POSTGRES_URL not set: eval \"$(scripts/postgres.sh start DIR)\"")
-	}
-	ctx := context.Background()
-	schema := strings.ReplaceAll(ids.New("e2e"), "_", "")
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 // mtlsFlags are the `airlock serve` flags of an mTLS listener on a free
@@ -224,4 +197,91 @@ func countExecutions(t *testing.T, jsonl, intent string) int {
 		}
 	}
 	return n
+}
+
+// secretForms returns the forms in which a tool could smuggle secret out:
+// raw, upper- and lower-case hex, URL-escaped, and base64 (standard and URL
+// alphabets, padded or not) at each of the three alignments the secret can
+// have inside a longer encoded string.
+func secretForms(secret string) map[string]string {
+	forms := map[string]string{
+		"raw":         secret,
+		"hex":         hex.EncodeToString([]byte(secret)),
+		"HEX":         strings.ToUpper(hex.EncodeToString([]byte(secret))),
+		"query":       url.QueryEscape(secret),
+		"path":        url.PathEscape(secret),
+		"json-escape": strings.Trim(mustJSON(secret), `"`),
+	}
+	for k := 0; k < 3; k++ {
+		b := append(make([]byte, k), secret...)
+		start := (k + 2) / 3 * 4
+		end := len(b) / 3 * 4
+		for name, enc := range map[string]*base64.Encoding{"std": base64.StdEncoding, "url": base64.URLEncoding} {
+			forms[fmt.Sprintf("base64-%s-%d", name, k)] = enc.EncodeToString(b)[start:end]
+		}
+	}
+	return forms
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// findSecret reports every form of secret that hay contains.
+func findSecret(hay, secret string) []string {
+	var found []string
+	for name, form := range secretForms(secret) {
+		if strings.Contains(hay, form) {
+			found = append(found, name)
+		}
+	}
+	sort.Strings(found)
+	return found
+}
+
+// noSecretAtRest stops x and fails the test if the audit log, the store
+// file, its WAL or the logs hold any form (secretForms) of a secret. It
+// returns the audit log, one event body a line, and the logs.
+func noSecretAtRest(t *testing.T, x *testenv.Executor, secrets ...string) (audit, logs string) {
+	t.Helper()
+	logs = x.Log.String()
+	if err := x.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Read the files as the executor left them, before opening the store
+	// again checkpoints the WAL into the file.
+	path := filepath.Join(x.Data, "airlock.db")
+	db, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wal, err := os.ReadFile(path + "-wal")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := st.AuditRecords(ctx, 0, 100000)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, r := range recs {
+		all.Write(r.Body)
+		all.WriteByte('\n')
+	}
+	audit = all.String()
+	for _, s := range secrets {
+		for name, hay := range map[string]string{"audit log": audit, "logs": logs, "store file": string(db), "store wal": string(wal)} {
+			if f := findSecret(hay, s); len(f) > 0 {
+				t.Errorf("the %s holds the credential %s as %v", name, s[:6]+"...", f)
+			}
+		}
+	}
+	return audit, logs
 }

@@ -2,17 +2,12 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -21,85 +16,7 @@ import (
 	"github.com/airlock-dev/airlock/internal/wasmtest"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
-	"github.com/airlock-dev/airlock/runtime/store/sqlite"
 )
-
-// secretForms returns the forms in which a tool could smuggle secret out:
-// raw, upper- and lower-case hex, URL-escaped, and base64 (standard and URL
-// alphabets, padded or not) at each of the three alignments the secret can
-// have inside a longer encoded string.
-func secretForms(secret string) map[string]string {
-	forms := map[string]string{
-		"raw":         secret,
-		"hex":         hex.EncodeToString([]byte(secret)),
-		"HEX":         strings.ToUpper(hex.EncodeToString([]byte(secret))),
-		"query":       url.QueryEscape(secret),
-		"path":        url.PathEscape(secret),
-		"json-escape": strings.Trim(mustJSON(secret), `"`),
-	}
-	for k := 0; k < 3; k++ {
-		b := append(make([]byte, k), secret...)
-		start := (k + 2) / 3 * 4
-		end := len(b) / 3 * 4
-		for name, enc := range map[string]*base64.Encoding{"std": base64.StdEncoding, "url": base64.URLEncoding} {
-			forms[fmt.Sprintf("base64-%s-%d", name, k)] = enc.EncodeToString(b)[start:end]
-		}
-	}
-	return forms
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
-}
-
-// findSecret reports every form of secret that hay contains.
-func findSecret(hay, secret string) []string {
-	var found []string
-	for name, form := range secretForms(secret) {
-		if strings.Contains(hay, form) {
-			found = append(found, name)
-		}
-	}
-	sort.Strings(found)
-	return found
-}
-
-// noSecretAtRest stops x and fails the test if the audit log, the store file
-// or the logs hold any form of a secret.
-func noSecretAtRest(t *testing.T, x *testenv.Executor, secrets ...string) (audit, logs string) {
-	t.Helper()
-	logs = x.Log.String()
-	if err := x.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(x.Data, "airlock.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := st.AuditRecords(ctx, 0, 100000)
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all strings.Builder
-	for _, r := range recs {
-		all.Write(r.Body)
-		all.WriteByte('\n')
-	}
-	audit = all.String()
-	db, _ := os.ReadFile(filepath.Join(x.Data, "airlock.db"))
-	wal, _ := os.ReadFile(filepath.Join(x.Data, "airlock.db-wal"))
-	for _, s := range secrets {
-		for name, hay := range map[string]string{"audit log": audit, "logs": logs, "store file": string(db), "store wal": string(wal)} {
-			if f := findSecret(hay, s); len(f) > 0 {
-				t.Errorf("the %s holds the credential %s as %v", name, s[:6]+"...", f)
-			}
-		}
-	}
-	return audit, logs
-}
 
 // A hostile tool that dumps its arguments, environment, every file it can
 // read and the full result of every host call it makes finds no credential

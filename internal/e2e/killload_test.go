@@ -23,6 +23,7 @@ import (
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
+	"github.com/airlock-dev/airlock/runtime/store/storetest"
 )
 
 // Shape of the load: conns connections, each used by perConn goroutines
@@ -161,7 +162,7 @@ func checkAudited(outs []received, events map[string]auditedEvent) []string {
 // client with its audit event.
 func TestKillAndRestartUnderLoad(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { killLoad(t, "", false) })
-	t.Run("postgres", func(t *testing.T) { killLoad(t, postgresSchema(t), false) })
+	t.Run("postgres", func(t *testing.T) { killLoad(t, storetest.PostgresSchema(t), false) })
 	t.Run("sqlite-idempotent", func(t *testing.T) { killLoad(t, "", true) })
 }
 

@@ -17,6 +17,7 @@ import (
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/planner-api/client"
 	"github.com/airlock-dev/airlock/runtime/server"
+	"github.com/airlock-dev/airlock/runtime/store/storetest"
 )
 
 // writeLeaseKey writes a fresh shared lease key (64 hex digits, 0600).
@@ -70,7 +71,7 @@ func newSlowAPI(t *testing.T, h *testenv.Hydra) *slowAPI {
 // canceled, and the OAuth 2.0 tokens A's calls were given are no longer
 // active at Hydra. `airlock audit verify` verifies what both wrote.
 func TestTaskEndedOnOneExecutorStopsTheOther(t *testing.T) {
-	url := postgresSchema(t)
+	url := storetest.PostgresSchema(t)
 	h := testenv.StartHydra(t)
 	api := newSlowAPI(t, h)
 
@@ -185,7 +186,7 @@ sources:
 // approval on A; an operator approves it through B; the Submit on A
 // returns the intent's final outcome, and the intent ran exactly once.
 func TestApprovalThroughOneExecutorReleasesTheOther(t *testing.T) {
-	url := postgresSchema(t)
+	url := storetest.PostgresSchema(t)
 	ca := devCA(t, "airlock.local")
 	execSVID := devIssue(t, ca, "spiffe://airlock.local/executor")
 	ann := devIssue(t, ca, "spiffe://airlock.local/human/ann")

@@ -5,12 +5,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/airlock-dev/airlock/runtime/store/storetest"
 )
 
 // Two executors share one PostgreSQL store: both serve intents and
 // `airlock audit verify --store` verifies one chain holding what both wrote.
 func TestTwoExecutorsShareOnePostgreSQLChain(t *testing.T) {
-	url := postgresSchema(t)
+	url := storetest.PostgresSchema(t)
 
 	d1 := startDaemon(t, "--store", url)
 	d2 := startDaemon(t, "--store", url)

@@ -1,8 +1,6 @@
 package postgres
 
 import (
-	"github.com/airlock-dev/airlock/runtime/store/internal/migrations"
-
 	"context"
 	"embed"
 	"fmt"
@@ -10,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/airlock-dev/airlock/runtime/store/internal/migrations"
 )
 
 //go:embed migrations/*.sql

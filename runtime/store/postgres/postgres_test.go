@@ -3,8 +3,6 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/airlock-dev/airlock/internal/ids"
 	"github.com/airlock-dev/airlock/runtime/audit"
 	"github.com/airlock-dev/airlock/runtime/store"
 	"github.com/airlock-dev/airlock/runtime/store/postgres"
@@ -22,65 +19,40 @@ import (
 // TestConformance runs the store conformance suite on a fresh schema per
 // test.
 func TestConformance(t *testing.T) {
-	baseURL(t)
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t, freshURL(t)) })
+	storetest.PostgresBaseURL(t)
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, storetest.PostgresSchema(t)) })
 }
 
-// baseURL returns AIRLOCK_POSTGRES_URL. Without it the test is skipped,
-// except under CI=true, where a missing database is a failure: start one
-// with scripts/postgres.sh start DIR.
-func baseURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("AIRLOCK_POSTGRES_URL")
-	if u == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AIRLOCK_POSTGRES_URL is not set and CI=true: start PostgreSQL with scripts/postgres.sh start DIR and export the URL it prints")
-		}
-		t.Skip("AIRLOCK_POSTGRES_URL is not set: start PostgreSQL with scripts/postgres.sh start DIR to run the PostgreSQL store tests")
-	}
-	return u
-}
-
-// freshURL creates a schema of its own for the test (dropped at cleanup)
-// and returns a URL whose search_path is that schema.
-func freshURL(t testing.TB) string {
-	t.Helper()
-	base := baseURL(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to AIRLOCK_POSTGRES_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	schema := "t_" + strings.ToLower(strings.ReplaceAll(ids.New("s"), "-", "_"))
-	schema = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
-			return r
-		}
-		return '_'
-	}, schema)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
+// TestReopen runs the shared reopen, tamper and migration tests on a
+// fresh schema per test.
+func TestReopen(t *testing.T) {
+	storetest.PostgresBaseURL(t)
+	storetest.RunReopen(t, storetest.Backend{
+		Fresh: func(t *testing.T) string { return storetest.PostgresSchema(t) },
+		Open: func(ctx context.Context, u string) (store.Store, error) {
+			return postgres.Open(ctx, u, postgres.Options{})
+		},
+		Exec: exec,
+		QueryRow: func(t *testing.T, u, q string, dest ...any) {
+			t.Helper()
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if err := conn.QueryRow(ctx, q).Scan(dest...); err != nil {
+				t.Fatalf("query %q: %v", q, err)
+			}
+		},
+		SchemaVersion: postgres.SchemaVersion(),
+		EditSeq6:      `UPDATE audit_events SET body = convert_to(replace(convert_from(body, 'UTF8'), '"status":"ok"', '"status":"failed"'), 'UTF8') WHERE seq = 6`,
+		RewindTo2: []string{
+			`ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
+			`DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
+			`DELETE FROM schema_migrations WHERE version >= 3`,
+		},
 	})
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("AIRLOCK_POSTGRES_URL must be a postgres:// URL (%v)", err)
-	}
-	qv := u.Query()
-	qv.Set("search_path", schema)
-	u.RawQuery = qv.Encode()
-	return u.String()
 }
 
 func open(t testing.TB, u string) *postgres.Store {
@@ -111,7 +83,7 @@ func exec(t *testing.T, u string, stmts ...string) {
 }
 
 func TestClosed(t *testing.T) {
-	s := open(t, freshURL(t))
+	s := open(t, storetest.PostgresSchema(t))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,82 +95,13 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-// seeded commits a task and n intents (2n events) into a fresh schema and
-// closes the store; it returns the schema's URL.
-func seeded(t *testing.T, intents int) (string, []*store.Batch) {
-	t.Helper()
-	u := freshURL(t)
-	s, err := postgres.Open(context.Background(), u, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}
-	for range intents {
-		bs = append(bs, storetest.IntentBatch("tsk_1"))
-	}
-	if err := s.Commit(context.Background(), bs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return u, bs
-}
-
-func verifyURL(t *testing.T, u string) audit.Report {
-	t.Helper()
-	return store.Verify(context.Background(), open(t, u))
-}
-
-func TestVerifyDetectsEdit(t *testing.T) {
-	u, bs := seeded(t, 5)    // 10 events
-	id := bs[3].Events[1].ID // seq 6
-	exec(t, u, `UPDATE audit_events SET body = convert_to(replace(convert_from(body, 'UTF8'), '"status":"ok"', '"status":"failed"'), 'UTF8') WHERE seq = 6`)
-	rep := verifyURL(t, u)
-	want := fmt.Sprintf("event 6 (%s) was edited: its hash does not match its body", id)
-	if len(rep.Problems) != 1 || rep.Problems[0].Message != want {
-		t.Fatalf("got:\n%s\nwant %q", rep, want)
-	}
-}
-
-func TestVerifyDetectsDeletion(t *testing.T) {
-	u, _ := seeded(t, 5)
-	exec(t, u, `DELETE FROM audit_events WHERE seq = 4`)
-	rep := verifyURL(t, u)
-	want := "event 4 is missing: events 3 and 5 are adjacent — it was deleted"
-	if len(rep.Problems) != 1 || rep.Problems[0].Message != want || rep.Problems[0].Kind != audit.ProblemMissing {
-		t.Fatalf("got:\n%s\nwant %q", rep, want)
-	}
-}
-
-func TestReopenContinuesChain(t *testing.T) {
-	ctx := context.Background()
-	u, bs := seeded(t, 3)
-	last := bs[3].Events[1]
-	s := open(t, u)
-	next := storetest.IntentBatch("tsk_1")
-	if err := s.Commit(ctx, []*store.Batch{next}); err != nil {
-		t.Fatal(err)
-	}
-	if next.Events[0].Seq != last.Seq+1 || next.Events[0].PrevHash != last.Hash {
-		t.Fatalf("reopened chain: seq %d prev %s, want %d %s", next.Events[0].Seq, next.Events[0].PrevHash, last.Seq+1, last.Hash)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 8 {
-		t.Fatalf("verify: %s", rep)
-	}
-	head, err := s.Head(ctx)
-	if err != nil || head.Seq != 8 || head.Hash != next.Events[1].Hash {
-		t.Fatalf("head = %+v %v", head, err)
-	}
-}
-
 // TestTwoStoresOneChain is two executors on one database: two Stores,
 // opened at the same time (both migrate), 32 goroutines each committing
 // intents directly and through a Committer. The result is one contiguous,
 // valid chain with every event exactly once, and no lost call count.
 func TestTwoStoresOneChain(t *testing.T) {
 	ctx := context.Background()
-	u := freshURL(t)
+	u := storetest.PostgresSchema(t)
 	var (
 		stores [2]*postgres.Store
 		errs   [2]error
@@ -291,39 +194,6 @@ func TestTwoStoresOneChain(t *testing.T) {
 	}
 }
 
-func TestRefusesNewerSchema(t *testing.T) {
-	u, _ := seeded(t, 1)
-	next := postgres.SchemaVersion() + 1
-	exec(t, u, fmt.Sprintf(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (%d, 'future', '2030-01-01T00:00:00.000000000Z')`, next))
-	_, err := postgres.Open(context.Background(), u, postgres.Options{})
-	want := fmt.Sprintf("its schema version is %d but this airlock binary knows only versions up to %d", next, next-1)
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("err = %v, want it to contain %q", err, want)
-	}
-}
-
-func TestMigrationsRecorded(t *testing.T) {
-	ctx := context.Background()
-	u, _ := seeded(t, 0)
-	conn, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n, max int
-	if err := conn.QueryRow(ctx, `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &max); err != nil {
-		t.Fatal(err)
-	}
-	if n != postgres.SchemaVersion() || max != postgres.SchemaVersion() || max < 2 {
-		t.Fatalf("schema_migrations has %d rows, max %d; binary knows %d", n, max, postgres.SchemaVersion())
-	}
-	s := open(t, u)
-	_ = s.Close()
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != postgres.SchemaVersion() {
-		t.Fatalf("after reopen: %d rows (%v)", n, err)
-	}
-}
-
 func TestOpenErrors(t *testing.T) {
 	ctx := context.Background()
 	if _, err := postgres.Open(ctx, "", postgres.Options{}); err == nil || !strings.Contains(err.Error(), "--store") {
@@ -345,7 +215,7 @@ func TestOpenErrors(t *testing.T) {
 func BenchmarkCommitParallel(b *testing.B) {
 	b.ReportAllocs()
 	ctx := context.Background()
-	s := open(b, freshURL(b))
+	s := open(b, storetest.PostgresSchema(b))
 	if err := s.Commit(ctx, []*store.Batch{{Tasks: []*store.Task{storetest.NewTask("tsk_1")}}}); err != nil {
 		b.Fatal(err)
 	}
@@ -362,15 +232,4 @@ func BenchmarkCommitParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "intents/s")
-}
-
-// TestMigration3FillsEffect rewinds a schema to version 2 (as an older
-// airlock left it, with decision events but no effect column) and reopens
-// it: migration 0003 fills the effect of existing events from their bodies.
-func TestMigration3FillsEffect(t *testing.T) {
-	u, _ := seeded(t, 3) // 3 allow decisions at seq 1, 3, 5
-	exec(t, u, `ALTER TABLE audit_events DROP COLUMN effect`, `DROP TABLE approvals`, `DROP TABLE idempotency`,
-		`DROP INDEX audit_events_task`, `DROP INDEX audit_events_caller`, `DROP INDEX audit_events_tool`,
-		`DELETE FROM schema_migrations WHERE version >= 3`)
-	storetest.CheckMigratedEffects(t, open(t, u))
 }

@@ -1,13 +1,13 @@
 package sqlite
 
 import (
-	"github.com/airlock-dev/airlock/runtime/store/internal/migrations"
-
 	"context"
 	"database/sql"
 	"embed"
 	"fmt"
 	"time"
+
+	"github.com/airlock-dev/airlock/runtime/store/internal/migrations"
 )
 
 //go:embed migrations/*.sql

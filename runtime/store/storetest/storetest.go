@@ -24,29 +24,6 @@ import (
 // Caller is the SPIFFE ID the suite's tasks and intents belong to.
 const Caller = "spiffe://example.org/agent"
 
-// CheckMigratedEffects checks a store whose effect column migration 0003
-// has just filled, seeded with 3 allowed intents (their decisions at seq 1,
-// 3 and 5 of 6 events): AuditFiltered finds the three allow decisions, and
-// the chain verifies.
-func CheckMigratedEffects(t *testing.T, s store.Store) {
-	t.Helper()
-	ctx := context.Background()
-	recs, err := s.AuditFiltered(ctx, 0, store.AuditFilter{Effect: "allow"}, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var seqs []int64
-	for _, r := range recs {
-		seqs = append(seqs, r.Seq)
-	}
-	if fmt.Sprint(seqs) != "[1 3 5]" {
-		t.Fatalf("allow decisions after migration: %v, want [1 3 5]", seqs)
-	}
-	if rep := store.Verify(ctx, s); !rep.OK() || rep.Count != 6 {
-		t.Fatalf("verify: %s", rep)
-	}
-}
-
 // Run runs the conformance suite. open must return a fresh, empty store
 // for each call and close it when t ends.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
