@@ -372,12 +372,8 @@ func (c *call) runApproved(ctx context.Context) {
 	}
 	c.tool = t
 	if a.TaskID != "" {
-		// The store is the truth: the task may have ended on another executor.
-		if st, err := e.cfg.Store.Task(ctx, a.TaskID); err == nil && !st.EndedAt.IsZero() {
-			c.reject(ctx, airlockv1.Status_STATUS_INVALID, outcomeError("task_ended",
-				fmt.Sprintf("task %s ended at %s before the approved call could run: begin a new task", a.TaskID, st.EndedAt.Format(time.RFC3339)), "task_id"))
-			return
-		}
+		// taskFor reads the task from the store: it may have ended on
+		// another executor.
 		task, oerr, status := e.taskFor(ctx, caller, a.TaskID)
 		if oerr != nil {
 			c.reject(ctx, status, oerr)

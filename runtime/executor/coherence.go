@@ -18,6 +18,9 @@ package executor
 //   - EndTask, GetTask and the TTL reaper check the store before acting on
 //     a cached task, so a task ended elsewhere is never ended twice here.
 //
+// An executor alone on its store (Config.SoleExecutor: serve with the
+// embedded SQLite store) needs neither the per-call read nor the follower.
+//
 // The lease references are sealed with Config.LeaseKey, which every
 // executor of a deployment shares, so any of them can revoke any lease
 // (the executor that ended the task does so first; this one revokes what
@@ -72,10 +75,17 @@ func (e *Executor) leaseSealer() (*credentials.Sealer, error) {
 // time it ended according to the store. A task this executor has cached
 // may have been ended by another executor since: it is read again from the
 // store, so that such a task is refused at once. (The follower then ends
-// its calls and leases here.) A task just loaded from the store is fresh.
+// its calls and leases here.) A task just loaded from the store is fresh,
+// and so is every cached task when Config.SoleExecutor says no other
+// executor writes the store.
 func (e *Executor) freshTask(ctx context.Context, id string) (t *store.Task, endedAt time.Time, err error) {
 	e.mu.Lock()
 	t, cached := e.tasks[id]
+	if cached && e.cfg.SoleExecutor {
+		endedAt = t.EndedAt
+		e.mu.Unlock()
+		return t, endedAt, nil
+	}
 	e.mu.Unlock()
 	if !cached {
 		t, err = e.lookupTask(ctx, id)

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/airlock-dev/airlock/internal/testenv"
 	airlockv1 "github.com/airlock-dev/airlock/planner-api/airlockv1"
 	"github.com/airlock-dev/airlock/runtime/credentials"
+	"github.com/airlock-dev/airlock/runtime/egress"
 	"github.com/airlock-dev/airlock/runtime/executor"
 	"github.com/airlock-dev/airlock/runtime/identity"
 	"github.com/airlock-dev/airlock/runtime/manifest"
@@ -263,5 +265,129 @@ func TestFollowerEndsIdleTask(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d task.end events, want 1", n)
+	}
+}
+
+// taskReads counts the reads of a task from the store.
+type taskReads struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (s *taskReads) Task(ctx context.Context, id string) (*store.Task, error) {
+	s.n.Add(1)
+	return s.Store.Task(ctx, id)
+}
+
+// callCountExecutors starts n executors on one counting store, with a
+// policy that allows a task three calls (task.call_count counts the calls
+// of every executor).
+func callCountExecutors(t *testing.T, sole bool, n int) (*taskReads, []*executor.Executor) {
+	t.Helper()
+	ctx := context.Background()
+	tools, err := manifest.LoadDir(testenv.BundledManifests(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.LoadDir(testenv.Policy(t, "count", `
+apiVersion: airlock.dev/v1
+kind: Policy
+metadata: {name: count}
+spec:
+  match: {tools: ["*"]}
+  rules:
+    - {name: three-calls, effect: deny, when: 'task.id != "" && task.call_count >= 3', message: '"three calls per task"'}
+    - {name: allow-all, effect: allow, when: 'true'}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.Compile(set.Policies, tools, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "airlock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st := &taskReads{Store: db}
+	sandboxes := newSandboxes(t)
+	var xs []*executor.Executor
+	for i := range n {
+		x, err := executor.New(ctx, executor.Config{Tools: tools, Policy: eng, Backend: sandboxes, Store: st,
+			DataDir: t.TempDir(), ExecutorID: fmt.Sprintf("exec-%d", i), SoleExecutor: sole, Egress: egress.New(egress.Config{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { x.Close(ctx) })
+		xs = append(xs, x)
+	}
+	return st, xs
+}
+
+func wcCall(ctx context.Context, x *executor.Executor, me identity.Caller, task string) *airlockv1.Outcome {
+	return x.Submit(ctx, me, &airlockv1.SubmitRequest{Tool: "text.wc", TaskId: task, Arguments: `{"text":"a b"}`})
+}
+
+// task.call_count counts the calls of a task on every executor sharing the
+// store: A's third call is denied after one call on A and one on B.
+func TestCallCountAcrossExecutors(t *testing.T) {
+	_, xs := callCountExecutors(t, false, 2)
+	a, b := xs[0], xs[1]
+	ctx := context.Background()
+	me := identity.FromUID(1000)
+	task, err := a.BeginTask(ctx, me, &airlockv1.BeginTaskRequest{Purpose: "count"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range []*executor.Executor{a, b, b} {
+		if out := wcCall(ctx, x, me, task.GetId()); out.GetStatus() != airlockv1.Status_STATUS_OK {
+			t.Fatalf("call %d: %v", i+1, out)
+		}
+	}
+	out := wcCall(ctx, a, me, task.GetId())
+	if out.GetStatus() != airlockv1.Status_STATUS_DENIED || !strings.Contains(out.GetError().GetMessage(), "three calls") {
+		t.Fatalf("A's fourth call of the task (three made, two on B): %v", out)
+	}
+}
+
+// With Config.SoleExecutor a call of a cached task does not read the task
+// from the store (the cache is the truth), and task.call_count still
+// counts every call; without it, every such call reads it.
+func TestSoleExecutorTrustsItsCache(t *testing.T) {
+	for _, sole := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sole=%v", sole), func(t *testing.T) {
+			st, xs := callCountExecutors(t, sole, 1)
+			x := xs[0]
+			ctx := context.Background()
+			me := identity.FromUID(1000)
+			task, err := x.BeginTask(ctx, me, &airlockv1.BeginTaskRequest{Purpose: "sole"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := st.n.Load()
+			for i := range 3 {
+				if out := wcCall(ctx, x, me, task.GetId()); out.GetStatus() != airlockv1.Status_STATUS_OK {
+					t.Fatalf("call %d: %v", i+1, out)
+				}
+			}
+			if out := wcCall(ctx, x, me, task.GetId()); out.GetStatus() != airlockv1.Status_STATUS_DENIED {
+				t.Fatalf("the fourth call of the task: %v", out)
+			}
+			// Shared: every call reads the task (the follower's first pass
+			// may read it once more). Sole: no call does.
+			reads := st.n.Load() - before
+			if sole && reads != 0 || !sole && reads < 4 {
+				t.Fatalf("%d reads of the task from the store for 4 calls (sole %v): want 0 when sole, at least 4 when shared", reads, sole)
+			}
+			// Ending it still refuses its next call.
+			if _, err := x.EndTask(ctx, me, task.GetId(), "done"); err != nil {
+				t.Fatal(err)
+			}
+			if out := wcCall(ctx, x, me, task.GetId()); out.GetError().GetCode() != "task_ended" {
+				t.Fatalf("a call after the end: %v", out)
+			}
+		})
 	}
 }

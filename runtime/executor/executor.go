@@ -77,6 +77,15 @@ type Config struct {
 	// tool declares credentials; leases are sealed with a key kept in
 	// DataDir/keys.
 	Credentials *credentials.Registry
+	// SoleExecutor says no other executor writes the store (serve with the
+	// embedded SQLite store under its data directory): a call of a task
+	// this executor has cached then trusts the cache, which is the truth,
+	// instead of reading the task from the store again, and the audit
+	// chain is not followed for tasks ended elsewhere. False (the default,
+	// and the PostgreSQL store) reads the task on every call, so that a
+	// task ended on another executor is refused at once, and follows the
+	// chain to cancel its calls here.
+	SoleExecutor bool
 	// LeaseKey seals lease revocation references. Every executor sharing
 	// one store must use the same key (serve --lease-key-file), so that
 	// each can revoke the leases the others issued. Nil: a key of this

@@ -264,10 +264,13 @@ func (e *Executor) workspace(taskID string) (string, error) {
 // and purges the idempotency records older than Config.IdempotencyTTL.
 func (e *Executor) reapExpiredTasks(ctx context.Context) {
 	defer close(e.reaperDone)
-	// Tasks that other executors end are followed in the shared store.
-	followDone := make(chan struct{})
-	go func() { defer close(followDone); e.follow(ctx) }()
-	defer func() { <-followDone }()
+	// Tasks that other executors end are followed in the shared store
+	// (a sole executor has nothing to follow).
+	if !e.cfg.SoleExecutor {
+		followDone := make(chan struct{})
+		go func() { defer close(followDone); e.follow(ctx) }()
+		defer func() { <-followDone }()
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastRevoke, lastPurge time.Time
