@@ -39,5 +39,7 @@
 //
 // Besides, every `airlock ...` or `bin/airlock ...` command line in a sh
 // block of the guides is run with --help appended through the real CLI, so
-// that every subcommand and flag the guides use exists.
+// that every subcommand and flag the guides use exists; and the operator
+// guide's table of `airlock serve` flags must list every flag of the real
+// command, no other, with the default the command prints.
 package docstest

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
@@ -737,4 +738,83 @@ func shellWords(s string) ([]string, error) {
 		words = append(words, cur.String())
 	}
 	return words, nil
+}
+
+// TestServeFlagsTable checks the operator guide's table of `airlock serve`
+// flags against the real command: every flag is in the table, every flag
+// of the table exists, and where the command prints a default the table's
+// default (its first `code` span) is the same value.
+func TestServeFlagsTable(t *testing.T) {
+	var help bytes.Buffer
+	m := &cli.Main{Stdin: strings.NewReader(""), Stdout: &help, Stderr: &help, Getenv: func(string) string { return "" }}
+	if code := m.Run(context.Background(), []string{"serve", "--help"}); code != 0 {
+		t.Fatalf("airlock serve --help exits %d:\n%s", code, help.String())
+	}
+	type flag struct{ typ, def string }
+	flags := map[string]flag{}
+	line := regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)(?: (\w+))?\s{2,}.*?(?: \(default (.+)\))?$`)
+	for _, l := range strings.Split(help.String(), "\n") {
+		if mm := line.FindStringSubmatch(l); mm != nil && mm[1] != "help" {
+			flags[mm[1]] = flag{typ: mm[2], def: strings.Trim(mm[3], `"`)}
+		}
+	}
+	if len(flags) == 0 {
+		t.Fatalf("no flags in airlock serve --help:\n%s", help.String())
+	}
+
+	data, err := os.ReadFile(filepath.Join(testenv.Root(t), "docs/operator-guide.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guide := string(data)
+	start := strings.Index(guide, "\n## `airlock serve`\n")
+	if start < 0 {
+		t.Fatal("docs/operator-guide.md has no ## `airlock serve` section")
+	}
+	section := guide[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	flagName := regexp.MustCompile("`--([a-z0-9-]+)")
+	code := regexp.MustCompile("`([^`]*)`")
+	documented := map[string]bool{}
+	for _, row := range strings.Split(section, "\n") {
+		cells := strings.Split(row, "|")
+		if !strings.HasPrefix(row, "| `--") || len(cells) < 4 {
+			continue
+		}
+		names := flagName.FindAllStringSubmatch(cells[1], -1)
+		for _, n := range names {
+			name := n[1]
+			documented[name] = true
+			f, ok := flags[name]
+			if !ok {
+				t.Errorf("the serve table documents --%s, which airlock serve does not have", name)
+				continue
+			}
+			if f.def == "" || len(names) > 1 {
+				continue
+			}
+			cd := code.FindStringSubmatch(cells[2])
+			if cd == nil {
+				t.Errorf("--%s: the serve table's default %q has no `value`; the command's is %s", name, strings.TrimSpace(cells[2]), f.def)
+				continue
+			}
+			plain := strings.TrimSpace(strings.ReplaceAll(cells[2], "`", ""))
+			same := cd[1] == f.def || strings.HasPrefix(plain, f.def)
+			if f.typ == "duration" {
+				a, err1 := time.ParseDuration(cd[1])
+				b, err2 := time.ParseDuration(f.def)
+				same = err1 == nil && err2 == nil && a == b
+			}
+			if !same {
+				t.Errorf("--%s: the serve table says the default is %s, the command says %s", name, cd[1], f.def)
+			}
+		}
+	}
+	for name := range flags {
+		if !documented[name] {
+			t.Errorf("airlock serve --%s is missing from the serve table of docs/operator-guide.md", name)
+		}
+	}
 }

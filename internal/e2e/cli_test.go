@@ -263,3 +263,27 @@ func TestServeRefusesInvalidFilesListingEveryProblem(t *testing.T) {
 	mustContain(t, r.stderr, "surprise")
 	mustContain(t, r.stderr, "nope.wasm")
 }
+
+// One executor per data directory: a second `airlock serve` on the same
+// --data refuses to start and says why; the first keeps serving, and after
+// it is killed (-9) a new one takes the directory again.
+func TestOneExecutorPerDataDir(t *testing.T) {
+	d := startDaemon(t)
+	other := filepath.Join(t.TempDir(), "s")
+	r := runCLI(t, "", "serve", "--socket", other, "--data", d.data,
+		"--manifests", testenv.BundledManifests(t), "--policies", filepath.Join(testenv.Root(t), "manifests", "policies"),
+		"--cache-dir", testenv.CacheDir())
+	if r.code != 1 || !strings.Contains(r.stderr, "is in use by another airlock serve") {
+		t.Fatalf("a second serve on the same --data: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := d.call(t, "tools"); r.code != 0 {
+		t.Fatalf("the first executor stopped serving: %d %s", r.code, r.stderr)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+	d.done <- nil // for the cleanup
+	again := startDaemon(t, "--data", d.data)
+	if r := again.call(t, "tools"); r.code != 0 {
+		t.Fatalf("after kill -9 the data directory stayed locked: %d %s", r.code, r.stderr)
+	}
+}

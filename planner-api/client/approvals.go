@@ -2,8 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
-	"io"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -97,21 +95,15 @@ func (c *Client) WatchApprovals(ctx context.Context, f ApprovalFilter, fn func(*
 	if err != nil {
 		return err
 	}
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if err := fn(ev.GetApproval()); err != nil {
-			return err
-		}
+	var fnErr error
+	err = recvEach(stream.Recv, func(ev *airlockv1.ApprovalEvent) error {
+		fnErr = fn(ev.GetApproval())
+		return fnErr
+	})
+	if fnErr == nil && ctx.Err() != nil {
+		return nil // ctx ended
 	}
+	return err
 }
 
 // ApprovalStateName is the lowercase name of an approval state: pending,

@@ -37,15 +37,21 @@ func (c *Client) StreamAudit(ctx context.Context, f AuditFilter, fn func(*airloc
 	if err != nil {
 		return err
 	}
+	return recvEach(stream.Recv, fn)
+}
+
+// recvEach calls fn with every message recv returns until the stream ends
+// (nil), recv fails or fn returns an error (that error).
+func recvEach[T any](recv func() (T, error), fn func(T) error) error {
 	for {
-		ev, err := stream.Recv()
+		m, err := recv()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if err := fn(ev); err != nil {
+		if err := fn(m); err != nil {
 			return err
 		}
 	}

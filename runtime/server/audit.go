@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -41,28 +39,19 @@ type Auditors struct {
 }
 
 // NewAuditors compiles the SPIFFE ID patterns of the identities that may
-// read the audit log. With no pattern the auditors are the local operators
+// read the audit log (a value may hold several, comma-separated, like
+// --approvers). With no pattern the auditors are the local operators
 // (executor.LocalOperators, the default approvers too): the executor's own
 // effective uid and root on the unix socket, who can read the store anyway.
 func NewAuditors(patterns []string) (*Auditors, error) {
-	a := &Auditors{}
-	if len(patterns) == 0 {
-		a.patterns = executor.LocalOperators()
-		return a, nil
+	ps, err := parsePatterns("--auditors", patterns)
+	if err != nil {
+		return nil, err
 	}
-	var errs []error
-	for _, s := range patterns {
-		p, err := identity.ParsePattern(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--auditors: %w", err))
-			continue
-		}
-		a.patterns = append(a.patterns, p)
+	if len(ps) == 0 {
+		ps = executor.LocalOperators()
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return a, nil
+	return &Auditors{patterns: ps}, nil
 }
 
 // Allowed reports whether c may read the audit log.
@@ -150,10 +139,7 @@ func auditFilter(req *airlockv1.StreamAuditRequest) (store.AuditFilter, error) {
 // polls the store for new ones until the client goes away.
 func (s *auditService) StreamAudit(req *airlockv1.StreamAuditRequest, ss airlockv1.AuditService_StreamAuditServer) error {
 	ctx := ss.Context()
-	c, err := identity.FromContext(ctx)
-	if err != nil {
-		return status.Errorf(codes.Unauthenticated, "%v", err)
-	}
+	c := callerOf(ctx)
 	if err := s.auditors.check(c); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -60,6 +61,32 @@ func TestDefaultAuditorsAreTheLocalOperators(t *testing.T) {
 		c, _ := identity.Parse(id)
 		if a.Allowed(c) {
 			t.Errorf("%s is an auditor by default", id)
+		}
+	}
+}
+
+// --auditors and --approvers parse alike: comma-separated values, every bad
+// pattern named with its flag.
+func TestAuditorsAndApproversParseAlike(t *testing.T) {
+	a, err := NewAuditors([]string{"spiffe://example.org/ops/*, spiffe://example.org/sec/alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"spiffe://example.org/ops/bob", "spiffe://example.org/sec/alice"} {
+		if c, _ := identity.Parse(id); !a.Allowed(c) {
+			t.Errorf("%s is not an auditor", id)
+		}
+	}
+	if a.Allowed(identity.FromUID(0)) {
+		t.Error("--auditors did not replace the local operators")
+	}
+	for flag, parse := range map[string]func([]string) error{
+		"--auditors":  func(l []string) error { _, err := NewAuditors(l); return err },
+		"--approvers": func(l []string) error { _, err := parseApprovers(l); return err },
+	} {
+		err := parse([]string{"not-a-spiffe-id,spiffe://example.org/ok", "also bad"})
+		if err == nil || strings.Count(err.Error(), flag+":") != 2 {
+			t.Errorf("%s: got %v, want both bad patterns named", flag, err)
 		}
 	}
 }

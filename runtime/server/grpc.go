@@ -38,12 +38,36 @@ func unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler
 	return handler(ctx, req)
 }
 
-func streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if _, err := authenticate(ss.Context(), info.FullMethod); err != nil {
+// streamAuth authenticates a stream like unaryAuth, and ends it when drain
+// ends: a following stream (StreamAudit with follow, WatchApprovals, a
+// health watch) never ends on its own, and would hold a graceful stop for
+// the whole drain timeout. Such a stream ends with Unavailable, so that its
+// client reconnects.
+func streamAuth(drain context.Context) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := authenticate(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(drain, cancel)()
+		err = handler(srv, callerStream{ServerStream: ss, ctx: ctx})
+		if drain.Err() != nil && ss.Context().Err() == nil {
+			return status.Error(codes.Unavailable, "the executor is shutting down: reconnect once it is back, or to another executor")
+		}
 		return err
 	}
-	return handler(srv, ss)
 }
+
+// callerStream is a server stream whose context carries the caller and ends
+// when the server drains.
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s callerStream) Context() context.Context { return s.ctx }
 
 func callerOf(ctx context.Context) identity.Caller {
 	c, _ := ctx.Value(callerKey{}).(identity.Caller)
@@ -183,11 +207,7 @@ func (s *approvalService) Deny(ctx context.Context, req *airlockv1.DecideApprova
 
 func (s *approvalService) WatchApprovals(req *airlockv1.WatchApprovalsRequest, ss grpc.ServerStreamingServer[airlockv1.ApprovalEvent]) error {
 	ctx := ss.Context()
-	c, err := identity.FromContext(ctx)
-	if err != nil {
-		return status.Error(codes.Unauthenticated, err.Error())
-	}
-	err = s.x.WatchApprovals(ctx, c, req, func(a *airlockv1.Approval) error {
+	err := s.x.WatchApprovals(ctx, callerOf(ctx), req, func(a *airlockv1.Approval) error {
 		return ss.Send(&airlockv1.ApprovalEvent{Approval: a})
 	})
 	if err == nil || ctx.Err() != nil {
@@ -201,7 +221,14 @@ func (s *approvalService) WatchApprovals(req *airlockv1.WatchApprovalsRequest, s
 
 // parseApprovers compiles the --approvers patterns.
 func parseApprovers(list []string) ([]identity.Pattern, error) {
+	return parsePatterns("--approvers", list)
+}
+
+// parsePatterns compiles the SPIFFE ID patterns of flag: each value may
+// hold several, comma-separated. Every bad pattern is reported.
+func parsePatterns(flag string, list []string) ([]identity.Pattern, error) {
 	var out []identity.Pattern
+	var errs []error
 	for _, s := range list {
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p == "" {
@@ -209,10 +236,14 @@ func parseApprovers(list []string) ([]identity.Pattern, error) {
 			}
 			pat, err := identity.ParsePattern(p)
 			if err != nil {
-				return nil, fmt.Errorf("--approvers: %w", err)
+				errs = append(errs, fmt.Errorf("%s: %w", flag, err))
+				continue
 			}
 			out = append(out, pat)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return out, nil
 }

@@ -26,3 +26,22 @@ func TestCheckListenAddr(t *testing.T) {
 		t.Errorf("no port: %v", err)
 	}
 }
+
+func TestCheckCredentialsListen(t *testing.T) {
+	if err := checkCredentialsListen("", ""); err != nil {
+		t.Errorf("off: %v", err)
+	}
+	for _, a := range []string{"127.0.0.1:0", "[::1]:9000", "localhost:9000"} {
+		if err := checkCredentialsListen(a, "creds.yaml"); err != nil {
+			t.Errorf("%s: %v", a, err)
+		}
+	}
+	for a, want := range map[string]string{"0.0.0.0:9000": "loopback", ":9000": "loopback", "192.0.2.1:9000": "loopback", "127.0.0.1": "host:port"} {
+		if err := checkCredentialsListen(a, "creds.yaml"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error naming %s", a, err, want)
+		}
+	}
+	if err := checkCredentialsListen("127.0.0.1:0", ""); err == nil || !strings.Contains(err.Error(), "--credentials FILE") {
+		t.Errorf("without --credentials: %v", err)
+	}
+}

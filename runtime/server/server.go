@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -240,6 +242,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			return err
 		}
 	}
+	if err := checkCredentialsListen(o.CredentialsListen, o.CredentialsFile); err != nil {
+		return err
+	}
 	if o.ExecutorID != "" {
 		if err := executor.CheckExecutorID(o.ExecutorID); err != nil {
 			return fmt.Errorf("--executor-id: %w", err)
@@ -266,6 +271,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory %s: %w: pass a writable --data", o.DataDir, err)
 	}
+	unlock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := OpenStore(ctx, o.Store, o.DataDir, o.StoreSync, log)
 	if err != nil {
 		return err
@@ -311,6 +321,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		Egress: o.Egress, Credentials: creds, LeaseKey: leaseKey,
 		ApprovalTTL: o.ApprovalTTL, ApprovalWaitMax: o.ApprovalWaitMax, ApprovalPoll: o.ApprovalPoll, Approvers: approvers,
 		ExecutorID: o.ExecutorID, IdempotencyTTL: o.IdempotencyTTL,
+		// The embedded SQLite store under --data is this executor's alone.
+		SoleExecutor: !isPostgresURL(o.Store),
 	})
 	if err != nil {
 		return err
@@ -360,10 +372,14 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer os.Remove(o.Socket)
 
 	hs := health.NewServer()
-	servers := []*grpc.Server{newGRPCServer(x, hs, ext, grpc.Creds(identity.PeerCredentials()))}
+	// drain ends the streams that follow (see streamAuth) when draining
+	// begins.
+	drain, startDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer startDrain()
+	servers := []*grpc.Server{newGRPCServer(x, hs, ext, drain, grpc.Creds(identity.PeerCredentials()))}
 	listeners := []net.Listener{lis}
 	if tcp != nil {
-		servers = append(servers, newGRPCServer(x, hs, ext, grpc.Creds(tcp.creds), grpc.ConnectionTimeout(MTLSHandshakeTimeout)))
+		servers = append(servers, newGRPCServer(x, hs, ext, drain, grpc.Creds(tcp.creds), grpc.ConnectionTimeout(MTLSHandshakeTimeout)))
 		listeners = append(listeners, tcp.lis)
 	}
 	for _, svc := range []string{"", airlockv1.TaskService_ServiceDesc.ServiceName, airlockv1.IntentService_ServiceDesc.ServiceName, airlockv1.ToolService_ServiceDesc.ServiceName, airlockv1.ApprovalService_ServiceDesc.ServiceName} {
@@ -394,6 +410,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	log.Info().Dur("drain_timeout", o.DrainTimeout).Msg("draining: finishing in-flight calls")
 	hs.Shutdown()
+	startDrain()
 	done := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
@@ -417,13 +434,14 @@ func Run(ctx context.Context, o Options) (err error) {
 }
 
 // newGRPCServer builds a gRPC server with the planner API, health and
-// reflection, identifying callers with the given credentials.
-func newGRPCServer(x *executor.Executor, hs *health.Server, ext *extraServices, opts ...grpc.ServerOption) *grpc.Server {
+// reflection, identifying callers with the given credentials. Its streams
+// end when drain ends.
+func newGRPCServer(x *executor.Executor, hs *health.Server, ext *extraServices, drain context.Context, opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.ChainUnaryInterceptor(unaryAuth),
-		grpc.ChainStreamInterceptor(streamAuth),
+		grpc.ChainStreamInterceptor(streamAuth(drain)),
 	}, opts...)...)
 	airlockv1.RegisterTaskServiceServer(gs, &taskService{x: x})
 	airlockv1.RegisterIntentServiceServer(gs, &intentService{x: x})
@@ -469,19 +487,29 @@ func listenUnix(path string) (net.Listener, error) {
 	return lis, nil
 }
 
-// serveCredentials serves the jwt sources' JWKS and introspection on a
-// loopback address, for the services that verify minted tokens.
-func serveCredentials(addr string, creds *credentials.Registry, log zerolog.Logger) (func(), error) {
-	if creds == nil {
-		return nil, fmt.Errorf("--credentials-listen %s needs --credentials FILE", addr)
+// checkCredentialsListen checks --credentials-listen before anything is
+// loaded: it needs credential sources and a loopback host:port.
+func checkCredentialsListen(addr, credentialsFile string) error {
+	if addr == "" {
+		return nil
+	}
+	if credentialsFile == "" {
+		return fmt.Errorf("--credentials-listen %s needs --credentials FILE", addr)
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("--credentials-listen %q: %w: write host:port", addr, err)
+		return fmt.Errorf("--credentials-listen %q: %w: write host:port", addr, err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("--credentials-listen %s: serve the JWKS on a loopback address and publish it through a proxy you control", addr)
+		return fmt.Errorf("--credentials-listen %s: serve the JWKS on a loopback address and publish it through a proxy you control", addr)
 	}
+	return nil
+}
+
+// serveCredentials serves the jwt sources' JWKS and introspection on addr
+// (checked by checkCredentialsListen), for the services that verify
+// minted tokens.
+func serveCredentials(addr string, creds *credentials.Registry, log zerolog.Logger) (func(), error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--credentials-listen %s: %w", addr, err)
@@ -550,4 +578,25 @@ func warnMissingIsolation(log zerolog.Logger, tools []*manifest.Manifest, accept
 		log.Error().Str("layer", string(l)).Str("why", why).Strs("tools", plugins).
 			Msg("this kernel lacks an isolation layer: these native plugin tools are refused until it is available or --plugin-accept-missing " + string(l) + " accepts the weaker mode")
 	}
+}
+
+// lockDataDir takes an exclusive lock on DATA/airlock.lock for the life of
+// the executor: one executor per data directory. Its workspaces, keys and
+// (with SQLite) its store are its own, and an executor alone on its store
+// trusts its task cache (executor.Config.SoleExecutor). The kernel drops the
+// lock when the process dies, so a restart after kill -9 takes it again.
+func lockDataDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "airlock.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w: pass a writable --data", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another airlock serve: stop it, or give this executor its own --data (executors share state through --store postgres://...)", dir)
+		}
+		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }

@@ -236,46 +236,36 @@ func randomToken() (string, error) {
 // capTokensLocked drops the oldest links of caller until it has fewer than
 // MaxTokensPerCaller.
 func (s *Server) capTokensLocked(caller string) {
-	for {
-		var oldest [32]byte
-		var at time.Time
-		n := 0
-		for k, g := range s.tokens {
-			if g.caller.SpiffeID != caller {
-				continue
-			}
-			n++
-			if at.IsZero() || g.expires.Before(at) {
-				oldest, at = k, g.expires
-			}
-		}
-		if n < MaxTokensPerCaller {
-			return
-		}
-		delete(s.tokens, oldest)
-	}
+	dropOldest(s.tokens, caller, MaxTokensPerCaller, func(g grant) (string, time.Time) { return g.caller.SpiffeID, g.expires })
 }
 
 // capSessionsLocked ends the oldest sessions of caller until it has fewer
 // than MaxSessionsPerCaller.
 func (s *Server) capSessionsLocked(caller string) {
+	dropOldest(s.sessions, caller, MaxSessionsPerCaller, func(ss *session) (string, time.Time) { return ss.caller.SpiffeID, ss.expires })
+}
+
+// dropOldest deletes the entries of caller in m that expire first until
+// fewer than limit are left; of gives an entry's caller and expiry.
+func dropOldest[V any](m map[[32]byte]V, caller string, limit int, of func(V) (string, time.Time)) {
 	for {
 		var oldest [32]byte
 		var at time.Time
 		n := 0
-		for k, ss := range s.sessions {
-			if ss.caller.SpiffeID != caller {
+		for k, v := range m {
+			c, exp := of(v)
+			if c != caller {
 				continue
 			}
 			n++
-			if at.IsZero() || ss.expires.Before(at) {
-				oldest, at = k, ss.expires
+			if at.IsZero() || exp.Before(at) {
+				oldest, at = k, exp
 			}
 		}
-		if n < MaxSessionsPerCaller {
+		if n < limit {
 			return
 		}
-		delete(s.sessions, oldest)
+		delete(m, oldest)
 	}
 }
 
